@@ -1,0 +1,3 @@
+from forebay.cli import main
+
+main()

@@ -1,0 +1,123 @@
+"""Admin API: tenants, keys and usage. Admin key required; every store call
+runs in a thread so the event loop never waits on the database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from forebay.api.errors import ApiError, bad_request, not_found
+from forebay.gateway.auth import KeyRing, authenticate, require_admin
+from forebay.ledger.query import parse_since, summarize
+from forebay.tenancy.store import TenancyError, TenancyStore
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj), status, media_type="application/json")
+
+
+def admin_routes(
+    store: TenancyStore,
+    keyring: KeyRing,
+    engine: Engine,
+    refresh_keys: Callable[[], Awaitable[None]],
+) -> list[Route]:
+    def guarded(handler: Handler) -> Handler:
+        async def wrapper(request: Request) -> Response:
+            try:
+                principal = authenticate(
+                    keyring, request.headers.get("authorization"), request.headers.get("api-key")
+                )
+                require_admin(principal)
+                return await handler(request)
+            except ApiError as err:
+                return err.response()
+            except TenancyError as err:
+                return bad_request(str(err)).response()
+
+        return wrapper
+
+    async def body_of(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if len(raw) > 64 * 1024:
+            raise ApiError(413, "Admin request bodies are limited to 64 KiB.")
+        try:
+            obj = orjson.loads(raw or b"{}")
+        except orjson.JSONDecodeError:
+            raise bad_request("The request body is not valid JSON.") from None
+        if not isinstance(obj, dict):
+            raise bad_request("The request body must be a JSON object.")
+        return obj
+
+    async def create_tenant(request: Request) -> Response:
+        body = await body_of(request)
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise bad_request("'name' is required: the tenant's name.", param="name")
+        tenant = await asyncio.to_thread(store.create_tenant, name)
+        return _json(asdict(tenant), 201)
+
+    async def list_tenants(request: Request) -> Response:
+        tenants = await asyncio.to_thread(store.list_tenants)
+        return _json({"object": "list", "data": [asdict(t) for t in tenants]})
+
+    async def create_key(request: Request) -> Response:
+        body = await body_of(request)
+        tenant = body.get("tenant")
+        if not isinstance(tenant, str):
+            raise bad_request("'tenant' is required: a tenant id or name.", param="tenant")
+        models = body.get("models")
+        if models is not None and (
+            not isinstance(models, list) or not all(isinstance(m, str) for m in models)
+        ):
+            raise bad_request("'models' must be a list of model names.", param="models")
+        name = body.get("name", "")
+        if not isinstance(name, str):
+            raise bad_request("'name' must be a string.", param="name")
+        issued = await asyncio.to_thread(store.create_key, tenant, models=models, name=name)
+        await refresh_keys()
+        return _json({**asdict(issued.info), "key": issued.key}, 201)
+
+    async def list_keys(request: Request) -> Response:
+        keys = await asyncio.to_thread(store.list_keys, tenant=request.query_params.get("tenant"))
+        return _json({"object": "list", "data": [asdict(k) for k in keys]})
+
+    async def revoke_key(request: Request) -> Response:
+        key_id = request.path_params["key_id"]
+        if not await asyncio.to_thread(store.revoke_key, key_id):
+            raise not_found(f"No active key with id '{key_id[:60]}'.", code="key_not_found")
+        await refresh_keys()
+        return _json({"id": key_id, "revoked": True})
+
+    async def usage(request: Request) -> Response:
+        by = request.query_params.get("by", "tenant")
+        if by not in ("tenant", "model", "deployment", "key"):
+            raise bad_request("'by' must be tenant, model, deployment or key.", param="by")
+        try:
+            since = parse_since(request.query_params.get("since", "24h"))
+        except ValueError as exc:
+            raise bad_request(str(exc), param="since") from None
+        rows = await asyncio.to_thread(summarize, engine, since=since, by=by)  # type: ignore[arg-type]
+        return _json(
+            {"object": "list", "since": since, "by": by, "data": [asdict(r) for r in rows]}
+        )
+
+    return [
+        Route("/admin/tenants", guarded(create_tenant), methods=["POST"]),
+        Route("/admin/tenants", guarded(list_tenants), methods=["GET"]),
+        Route("/admin/keys", guarded(create_key), methods=["POST"]),
+        Route("/admin/keys", guarded(list_keys), methods=["GET"]),
+        Route("/admin/keys/{key_id}", guarded(revoke_key), methods=["DELETE"]),
+        Route("/admin/keys/{key_id}/revoke", guarded(revoke_key), methods=["POST"]),
+        Route("/admin/usage", guarded(usage), methods=["GET"]),
+    ]

@@ -1,0 +1,173 @@
+"""Builds the ASGI app and owns everything it runs: the ledger writer, the
+upstream pools, the embedded model workers and the key-refresh loop. No module
+globals: tests build as many independent apps as they like."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+
+from forebay.api.admin import admin_routes
+from forebay.api.errors import ApiError
+from forebay.api.openai import openai_routes
+from forebay.api.ops import ops_routes
+from forebay.config import Settings
+from forebay.db.engine import database_url, make_engine
+from forebay.db.migrate import upgrade
+from forebay.gateway.auth import KeyRing
+from forebay.gateway.pipeline import Gateway
+from forebay.gateway.recorder import Recorder
+from forebay.gateway.routing import Router
+from forebay.ledger.writer import LedgerWriter
+from forebay.telemetry.metrics import Metrics
+from forebay.tenancy.bootstrap import Bootstrapped, bootstrap
+from forebay.tenancy.store import TenancyStore
+from forebay.upstreams.registry import UpstreamSet, build_upstreams
+
+log = logging.getLogger("forebay")
+
+
+@dataclass
+class Services:
+    """Everything one gateway process owns, created once and passed explicitly."""
+
+    settings: Settings
+    engine: Engine
+    store: TenancyStore
+    keyring: KeyRing
+    metrics: Metrics
+    ledger: LedgerWriter
+    upstreams: UpstreamSet
+    gateway: Gateway
+    bootstrapped: Bootstrapped
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def refresh_keys(self) -> None:
+        self.keyring.replace(await asyncio.to_thread(self.store.active_principals))
+
+    async def start(self) -> None:
+        self.ledger.start()
+        await self.refresh_keys()
+        await self.upstreams.start()
+        self._tasks.append(asyncio.create_task(self._refresh_loop(), name="key-refresh"))
+        self._tasks.append(asyncio.create_task(self._gauge_loop(), name="upstream-gauges"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.upstreams.close()
+        await asyncio.to_thread(self.ledger.close)
+        self.engine.dispose()
+
+    async def _refresh_loop(self) -> None:
+        # Picks up keys created or revoked by the CLI or by other replicas.
+        while True:
+            await asyncio.sleep(self.settings.key_refresh_s)
+            try:
+                await self.refresh_keys()
+            except Exception:
+                log.exception("key refresh failed; keeping the previous keys")
+
+    async def _gauge_loop(self) -> None:
+        while True:
+            for up in self.upstreams.all:
+                self.metrics.upstream_ready.labels(up.deployment.name).set(1 if up.ready() else 0)
+            for name, worker in self.upstreams.workers.items():
+                self.metrics.worker_restarts.labels(name).set(worker.restarts)
+            await asyncio.sleep(1.0)
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        deployments = {up.deployment.name: up.ready() for up in self.upstreams.all}
+        workers = {name: w.state for name, w in self.upstreams.workers.items()}
+        # Local workers are part of this process's job; remote upstreams being
+        # down must not take every replica out of the load balancer.
+        ready = all(w.ready for w in self.upstreams.workers.values()) and len(self.keyring) > 0
+        return ready, {"deployments": deployments, "workers": workers}
+
+
+def build_services(settings: Settings, *, env_admin_key: str | None = None) -> Services:
+    """Open the database (migrating it), bootstrap tenancy, wire the pipeline.
+    Synchronous and done before serving, so start-up errors are plain."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(database_url(settings.database_url, settings.data_dir))
+    upgrade(engine)
+    store = TenancyStore(engine)
+    boot = bootstrap(store, env_admin_key=env_admin_key)
+    metrics = Metrics()
+    ledger = LedgerWriter(
+        engine,
+        queue_size=settings.ledger.queue_size,
+        batch_size=settings.ledger.batch_size,
+        flush_interval_s=settings.ledger.flush_interval_s,
+        on_dropped=metrics.ledger_dropped.inc,
+        on_written=metrics.ledger_written.inc,
+    )
+    metrics.bind_ledger(lambda: ledger.depth)
+    keyring = KeyRing(env_admin_key)
+    upstreams = build_upstreams(settings, log_dir=settings.data_dir / "logs")
+    recorder = Recorder(ledger, metrics, settings.revision)
+    gateway = Gateway(
+        models=settings.models,
+        keyring=keyring,
+        router=Router(upstreams.by_alias),
+        recorder=recorder,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    return Services(settings, engine, store, keyring, metrics, ledger, upstreams, gateway, boot)
+
+
+def create_app(services: Services) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    routes = [
+        *openai_routes(services.gateway, services.keyring, services.settings.models),
+        *admin_routes(services.store, services.keyring, services.engine, services.refresh_keys),
+        *ops_routes(services.metrics, services.readiness),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return exc.response()
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return ApiError(
+            404,
+            f"No route {request.method} {request.url.path}; the API lives under /v1.",
+            code="unknown_url",
+        ).response()
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        return ApiError(
+            405,
+            f"{request.method} is not allowed on {request.url.path}.",
+            code="method_not_allowed",
+        ).response()
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(404, not_found)
+    app.add_exception_handler(405, method_not_allowed)
+    return app
+
+
+def env_admin_key() -> str | None:
+    return os.environ.get("FOREBAY_ADMIN_KEY") or None

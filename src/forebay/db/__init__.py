@@ -1,0 +1,1 @@
+"""Storage: one schema, migrations, engines for SQLite and PostgreSQL."""

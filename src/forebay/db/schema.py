@@ -1,0 +1,75 @@
+"""Table definitions shared by every backend (SQLite by default, PostgreSQL at scale).
+
+Migrations under `migrations/` create these; the definitions here are what the
+code queries through SQLAlchemy Core, so there is one spelling of each column.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("name", String(200), nullable=False, server_default=""),
+    Column("models", Text, nullable=True),  # JSON list of aliases; NULL means every model
+    Column("is_admin", Boolean, nullable=False, server_default="0"),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False),
+    Column("request_id", String(40), nullable=False),
+    Column("tenant_id", String(40), nullable=True),
+    Column("key_id", String(40), nullable=True),
+    Column("endpoint", String(40), nullable=False),
+    Column("alias", String(200), nullable=True),
+    Column("deployment", String(200), nullable=True),
+    Column("route_reason", String(300), nullable=True),
+    Column("stream", Boolean, nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("tokens_estimated", Boolean, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+    Column("energy_wh", Float, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("error_type", String(60), nullable=True),
+    Column("ttft_ms", Float, nullable=True),
+    Column("latency_ms", Float, nullable=False),
+    Column("config_revision", String(20), nullable=False),
+    Index("ix_usage_tenant_ts", "tenant_id", "ts"),
+    Index("ix_usage_ts", "ts"),
+)

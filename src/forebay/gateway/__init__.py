@@ -1,0 +1,1 @@
+"""The request pipeline, one stage a module, in the order a request meets them."""

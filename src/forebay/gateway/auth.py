@@ -1,0 +1,72 @@
+"""Stage 1: who is calling. A dict lookup of the key's hash; no database here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from forebay.api.errors import ApiError, unauthorized
+from forebay.tenancy.keys import Principal, hash_key
+
+ENV_ADMIN = Principal(
+    key_id="env-admin", tenant_id=None, tenant_name=None, models=None, is_admin=True
+)
+
+
+class KeyRing:
+    """Active keys by hash, swapped whole on refresh so readers never see half a table."""
+
+    def __init__(self, env_admin_key: str | None = None) -> None:
+        self._by_hash: Mapping[str, Principal] = {}
+        self._env_admin_hash = hash_key(env_admin_key) if env_admin_key else None
+
+    def replace(self, by_hash: Mapping[str, Principal]) -> None:
+        self._by_hash = by_hash
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    def lookup(self, key: str) -> Principal | None:
+        digest = hash_key(key)
+        if digest == self._env_admin_hash:
+            return ENV_ADMIN
+        return self._by_hash.get(digest)
+
+
+def bearer_key(authorization: str | None, api_key_header: str | None) -> str | None:
+    """The key from `Authorization: Bearer …` (OpenAI) or `api-key` (Azure style)."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    if api_key_header:
+        return api_key_header.strip() or None
+    return None
+
+
+def authenticate(ring: KeyRing, authorization: str | None, api_key_header: str | None) -> Principal:
+    key = bearer_key(authorization, api_key_header)
+    if key is None:
+        if authorization:
+            raise unauthorized("The Authorization header must be 'Bearer <your Forebay API key>'.")
+        raise unauthorized(
+            "No API key provided. Send it as 'Authorization: Bearer <key>'; "
+            "ask your Forebay admin for a key."
+        )
+    principal = ring.lookup(key)
+    if principal is None:
+        raise unauthorized(
+            "Invalid or revoked API key. Check that you copied the whole key, "
+            "or ask your Forebay admin for a new one."
+        )
+    return principal
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise ApiError(
+            403,
+            "This endpoint needs an admin key; tenant keys cannot manage tenancy.",
+            type="permission_error",
+            code="admin_required",
+        )

@@ -1,0 +1,104 @@
+"""The request pipeline: auth → body → validate → model and scope → route →
+dispatch → record. Each stage lives in its own module; this one only orders
+them and guarantees that every request is recorded exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from forebay.api.errors import ApiError, forbidden, not_found, too_large, upstream_error
+from forebay.config import ModelAlias
+from forebay.gateway.auth import KeyRing, authenticate
+from forebay.gateway.dispatch import Dispatcher, error_type_for
+from forebay.gateway.recorder import Exchange, Recorder
+from forebay.gateway.routing import Router
+from forebay.gateway.validate import kind_mismatch, parse_json, parse_request
+from forebay.upstreams.base import Endpoint
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        models: Mapping[str, ModelAlias],
+        keyring: KeyRing,
+        router: Router,
+        recorder: Recorder,
+        max_body_bytes: int,
+    ) -> None:
+        self._models = models
+        self._keyring = keyring
+        self._router = router
+        self._recorder = recorder
+        self._dispatcher = Dispatcher(recorder)
+        self._limit = max_body_bytes
+
+    async def handle(self, request: Request, endpoint: Endpoint) -> Response:
+        ex = Exchange(endpoint)
+        try:
+            headers = request.headers
+            ex.principal = authenticate(
+                self._keyring, headers.get("authorization"), headers.get("api-key")
+            )
+            body = await read_body(request, self._limit)
+            req = parse_request(endpoint, parse_json(body, self._limit))
+            ex.stream = req.stream
+            model = self._models.get(req.model)
+            if model is None:
+                raise not_found(
+                    f"The model '{req.model[:200]}' does not exist; GET /v1/models lists "
+                    "the models your key can use.",
+                    param="model",
+                )
+            ex.alias = model.name
+            if not ex.principal.may_use(model.name):
+                raise forbidden(
+                    f"Your API key is not allowed to use model '{model.name}'; "
+                    "GET /v1/models lists the ones it can, or ask your admin to widen its scope."
+                )
+            mismatch = kind_mismatch(endpoint, model.name, model.kind)
+            if mismatch is not None:
+                raise mismatch
+            choices = self._router.plan(model.name)
+            if not choices:
+                raise upstream_error(
+                    503,
+                    f"No deployment of model '{model.name}' is ready right now "
+                    "(a local model may still be loading); retry in a few seconds.",
+                    code="no_deployment_ready",
+                    retry_after=5,
+                )
+            response = await self._dispatcher.send(ex, req, choices)
+        except ApiError as err:
+            ex.fail(err.status, error_type_for(err))
+            self._recorder.finish(ex)
+            return err.response({"x-request-id": ex.request_id})
+        except BaseException:
+            ex.fail(500, "internal_error")
+            self._recorder.finish(ex)
+            raise
+        if not isinstance(response, StreamingResponse):
+            self._recorder.finish(ex)
+        return response
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing anything over `limit` before it is buffered or parsed."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise too_large(limit)
+        except ValueError:
+            raise ApiError(400, "The Content-Length header is not a number.") from None
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)

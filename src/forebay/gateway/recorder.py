@@ -1,0 +1,117 @@
+"""The last stage of every request: exactly one ledger record and one set of
+metric observations, whatever happened (success, error, aborted stream)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from forebay.config import Deployment
+from forebay.gateway.metering import cost_usd, energy_wh
+from forebay.ledger.events import UsageEvent
+from forebay.ledger.writer import LedgerWriter
+from forebay.telemetry.metrics import Metrics
+from forebay.tenancy.keys import Principal
+from forebay.upstreams.base import Endpoint
+
+log = logging.getLogger("forebay.access")
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What the pipeline learns about one request as it goes."""
+
+    endpoint: Endpoint
+    request_id: str = field(default_factory=new_request_id)
+    ts: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+    principal: Principal | None = None
+    alias: str | None = None
+    deployment: Deployment | None = None
+    route_reason: str | None = None
+    stream: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+    status: int = 200
+    error_type: str | None = None
+    ttft_s: float | None = None
+    recorded: bool = False
+
+    def mark_first_token(self) -> None:
+        if self.ttft_s is None:
+            self.ttft_s = time.perf_counter() - self.started
+
+    def fail(self, status: int, error_type: str) -> None:
+        self.status = status
+        self.error_type = error_type
+
+
+class Recorder:
+    def __init__(self, ledger: LedgerWriter, metrics: Metrics, revision: str) -> None:
+        self._ledger = ledger
+        self._metrics = metrics
+        self._revision = revision
+
+    def finish(self, ex: Exchange) -> None:
+        if ex.recorded:
+            return
+        ex.recorded = True
+        elapsed = time.perf_counter() - ex.started
+        dep = ex.deployment
+        cost = cost_usd(dep, ex.prompt_tokens, ex.completion_tokens) if dep else 0.0
+        energy = energy_wh(dep, ex.prompt_tokens, ex.completion_tokens) if dep else 0.0
+        p = ex.principal
+        self._ledger.submit(
+            UsageEvent(
+                ts=ex.ts,
+                request_id=ex.request_id,
+                tenant_id=p.tenant_id if p else None,
+                key_id=p.key_id if p else None,
+                endpoint=ex.endpoint.value,
+                alias=ex.alias,
+                deployment=dep.name if dep else None,
+                route_reason=ex.route_reason,
+                stream=ex.stream,
+                prompt_tokens=ex.prompt_tokens,
+                completion_tokens=ex.completion_tokens,
+                tokens_estimated=ex.estimated,
+                cost_usd=cost,
+                energy_wh=energy,
+                status=ex.status,
+                error_type=ex.error_type,
+                ttft_ms=ex.ttft_s * 1000 if ex.ttft_s is not None else None,
+                latency_ms=elapsed * 1000,
+                config_revision=self._revision,
+            )
+        )
+        self._metrics.observe(
+            alias=ex.alias or "",
+            deployment=dep.name if dep else "",
+            tenant=(p.tenant_name or p.tenant_id or "") if p else "",
+            endpoint=ex.endpoint.value,
+            status=ex.status,
+            error_type=ex.error_type,
+            prompt_tokens=ex.prompt_tokens,
+            completion_tokens=ex.completion_tokens,
+            cost_usd=cost,
+            energy_wh=energy,
+            ttft_s=ex.ttft_s,
+            duration_s=elapsed,
+        )
+        if ex.status >= 500:
+            log.warning(
+                "request %s %s alias=%s deployment=%s status=%d error=%s",
+                ex.request_id,
+                ex.endpoint.value,
+                ex.alias,
+                dep.name if dep else None,
+                ex.status,
+                ex.error_type,
+            )

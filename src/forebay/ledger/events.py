@@ -1,0 +1,32 @@
+"""One usage record per request, whatever happened to it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    ts: float
+    request_id: str
+    tenant_id: str | None
+    key_id: str | None
+    endpoint: str
+    alias: str | None
+    deployment: str | None
+    route_reason: str | None
+    stream: bool
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_estimated: bool
+    cost_usd: float
+    energy_wh: float
+    status: int
+    error_type: str | None
+    ttft_ms: float | None
+    latency_ms: float
+    config_revision: str
+
+    def row(self) -> dict[str, Any]:
+        return asdict(self)

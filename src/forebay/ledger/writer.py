@@ -1,0 +1,138 @@
+"""Bounded queue plus one background writer thread that inserts in batches.
+
+The request path only does `put_nowait` (microseconds, no I/O). A full queue
+is counted and logged, never silent. `close()` drains everything that was
+queued, so a graceful shutdown loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Engine, insert
+
+from forebay.db.schema import usage_events
+from forebay.ledger.events import UsageEvent
+
+log = logging.getLogger("forebay.ledger")
+
+_STOP = object()
+
+
+class LedgerWriter:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        queue_size: int,
+        batch_size: int,
+        flush_interval_s: float,
+        on_dropped: Callable[[], None] = lambda: None,
+        on_written: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self._engine = engine
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._batch_size = batch_size
+        self._interval = flush_interval_s
+        self._on_dropped = on_dropped
+        self._on_written = on_written
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self.dropped = 0
+        self.written = 0
+        self.failed_batches = 0
+        self._last_drop_log = 0.0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, event: UsageEvent) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+            self._on_dropped()
+            now = time.monotonic()
+            if now - self._last_drop_log > 5:
+                self._last_drop_log = now
+                log.error(
+                    "ledger queue full (%d events): %d usage events dropped so far; "
+                    "the database is not keeping up",
+                    self._queue.maxsize,
+                    self.dropped,
+                )
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush everything queued, then stop the thread."""
+        if not self._thread.is_alive():
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error(
+                "ledger writer did not finish within %.0f s; %d events pending",
+                timeout,
+                self._queue.qsize(),
+            )
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[UsageEvent] = []
+            try:
+                item = self._queue.get(timeout=self._interval)
+            except queue.Empty:
+                continue
+            deadline = time.monotonic() + self._interval
+            while True:
+                if item is _STOP:
+                    stopping = True
+                    break
+                assert isinstance(item, UsageEvent)
+                batch.append(item)
+                if len(batch) >= self._batch_size:
+                    break
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+            if stopping:
+                # Anything still queued behind the stop marker was submitted
+                # before shutdown finished; keep it.
+                while True:
+                    try:
+                        rest = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if isinstance(rest, UsageEvent):
+                        batch.append(rest)
+            if batch:
+                self._write(batch)
+
+    def _write(self, batch: list[UsageEvent]) -> None:
+        rows = [e.row() for e in batch]
+        for attempt in range(5):
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(insert(usage_events), rows)
+            except Exception:
+                self.failed_batches += 1
+                log.exception(
+                    "ledger write of %d events failed (attempt %d)", len(rows), attempt + 1
+                )
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+                continue
+            self.written += len(rows)
+            self._on_written(len(rows))
+            return
+        self.dropped += len(rows)
+        for _ in rows:
+            self._on_dropped()
+        log.error("gave up writing %d usage events after 5 attempts", len(rows))

@@ -1,0 +1,1 @@
+"""Tenants and API keys: stored as hashes, held in memory on the request path."""

@@ -1,0 +1,1 @@
+"""Adapters behind one small interface: openai_compat, local (and later anthropic)."""

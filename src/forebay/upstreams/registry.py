@@ -1,0 +1,79 @@
+"""Build one upstream adapter per configured deployment, and the embedded
+model workers that local deployments need."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from forebay.config import Deployment, Settings
+from forebay.upstreams.base import Upstream
+from forebay.upstreams.openai_compat import OpenAICompatUpstream
+
+if TYPE_CHECKING:
+    from forebay.upstreams.local.supervisor import WorkerSupervisor
+
+
+@dataclass
+class UpstreamSet:
+    by_alias: dict[str, list[Upstream]] = field(default_factory=dict)
+    workers: dict[str, WorkerSupervisor] = field(default_factory=dict)  # deployment name -> worker
+
+    @property
+    def all(self) -> list[Upstream]:
+        return [u for ups in self.by_alias.values() for u in ups]
+
+    async def start(self) -> None:
+        for worker in self.workers.values():
+            await worker.start()
+
+    async def close(self) -> None:
+        for up in self.all:
+            await up.close()
+        for worker in self.workers.values():
+            await worker.stop()
+
+
+def build_upstreams(settings: Settings, *, log_dir: Path | None = None) -> UpstreamSet:
+    result = UpstreamSet()
+    for alias, model in settings.models.items():
+        ups: list[Upstream] = []
+        for dep in model.deployments:
+            if dep.provider == "local":
+                worker = _local_worker(dep, settings, log_dir)
+                result.workers[dep.name] = worker
+                ups.append(
+                    OpenAICompatUpstream(dep, base_url=worker.base_url, ready=_ready(worker))
+                )
+            else:
+                ups.append(OpenAICompatUpstream(dep))
+        result.by_alias[alias] = ups
+    return result
+
+
+def _ready(worker: WorkerSupervisor) -> Callable[[], bool]:
+    return lambda: worker.ready
+
+
+def _local_worker(dep: Deployment, settings: Settings, log_dir: Path | None) -> WorkerSupervisor:
+    # Imported here so a gateway without local models never loads their runtime.
+    from forebay.upstreams.local.supervisor import embed_worker, llama_worker
+
+    if dep.upstream_model == "all-minilm-l6-v2":
+        return embed_worker(port=0, alias=dep.alias, log_dir=log_dir)
+    local = settings.local
+    return llama_worker(
+        port=0,
+        ctx=local.ctx,
+        parallel=local.parallel,
+        threads=local.threads or os.cpu_count() or 2,
+        alias=dep.alias,
+        log_dir=log_dir,
+    )
+
+
+def upstream_lookup(upstreams: UpstreamSet) -> Mapping[str, Upstream]:
+    return {u.deployment.name: u for u in upstreams.all}

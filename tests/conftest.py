@@ -1,0 +1,120 @@
+"""Fixtures that start real servers on loopback: the test upstream and gateways."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from forebay.app import Services, build_services, create_app
+from forebay.config import load_settings
+from tests.support.openai_server import FakeUpstream
+from tests.support.servers import ServerThread
+
+ADMIN_KEY = "sk-fb-test-admin-0123456789abcdef0123456789abcdef"
+
+
+@dataclass
+class Upstream:
+    fake: FakeUpstream
+    server: ServerThread
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.server.url}/v1"
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    fake = FakeUpstream()
+    with ServerThread(fake.app()) as server:
+        yield Upstream(fake, server)
+
+
+@dataclass
+class Gateway:
+    services: Services
+    server: ServerThread
+    data_dir: Path
+    tenant_key: str
+    admin_key: str = ADMIN_KEY
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.server.url}/v1"
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def ledger_rows(self) -> list[dict[str, object]]:
+        """Every usage record, read straight from the database file."""
+        engine = sa.create_engine(f"sqlite:///{self.data_dir / 'forebay.db'}")
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT * FROM usage_events ORDER BY id")).mappings().all()
+        engine.dispose()
+        return [dict(r) for r in rows]
+
+
+GatewayFactory = Callable[..., Gateway]
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
+    """Start a gateway from YAML text (with `{upstream}` filled in by the caller)."""
+    started: list[Gateway] = []
+
+    def factory(config_yaml: str | None, *, data_dir: Path | None = None) -> Gateway:
+        path = None
+        if config_yaml is not None:
+            path = tmp_path / f"forebay-{len(started)}.yaml"
+            path.write_text(textwrap.dedent(config_yaml))
+        directory = data_dir or tmp_path / "data"
+        settings = load_settings(path, data_dir=directory)
+        services = build_services(settings, env_admin_key=ADMIN_KEY)
+        tenant_key = services.bootstrapped.tenant_key or ""
+        server = ServerThread(create_app(services)).start()
+        gw = Gateway(services, server, directory, tenant_key)
+        started.append(gw)
+        return gw
+
+    yield factory
+    for gw in started:
+        gw.stop()
+
+
+def echo_config(base_url: str, **extra: str) -> str:
+    """One alias `echo` (and friends) served by the test upstream."""
+    return f"""
+    key_refresh_s: 0.2
+    ledger:
+      flush_interval_s: 0.05
+    models:
+      echo:
+        deployments:
+          - name: fake-echo
+            base_url: {base_url}
+            model: echo
+            api_key: sk-upstream-secret-DO-NOT-LEAK
+            price: {{input_per_million: 1.0, output_per_million: 2.0}}
+            energy: {{joules_per_input_token: 0.5, joules_per_output_token: 2.0}}
+      nousage:
+        deployments:
+          - name: fake-nousage
+            base_url: {base_url}
+            model: no-usage
+      embed:
+        kind: embedding
+        deployments:
+          - name: fake-embed
+            base_url: {base_url}
+            model: echo
+            price: {{input_per_million: 0.1}}
+    """

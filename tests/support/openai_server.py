@@ -1,0 +1,222 @@
+"""A small OpenAI-compatible server for tests, whose behaviour is chosen by the
+upstream model name a deployment is configured with:
+
+  echo          answers with the last user message; real usage counts
+  no-usage      like echo, without a usage object
+  fail-500      HTTP 500          fail-503  HTTP 503     fail-429  HTTP 429
+  fail-400      HTTP 400 with an OpenAI error envelope
+  fail-401      HTTP 401 whose message repeats the bearer token it was sent
+  slow-<ms>     echo after <ms> milliseconds
+  break-stream  streams three chunks, then drops the connection
+  drip-<ms>     streams 50 chunks, <ms> apart (for client aborts)
+
+Every request is remembered (path, headers, body) so tests can look at what
+the gateway really sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeUpstream:
+    seen: list[Seen] = field(default_factory=list)
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/completions", self.completions, methods=["POST"]),
+                Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+            ]
+        )
+
+    async def _remember(self, request: Request) -> dict[str, Any]:
+        body = orjson.loads(await request.body())
+        self.seen.append(Seen(request.url.path, dict(request.headers), body))
+        return body  # type: ignore[no-any-return]
+
+    async def models(self, request: Request) -> Response:
+        return _json({"object": "list", "data": [{"id": "echo", "object": "model"}]})
+
+    async def chat(self, request: Request) -> Response:
+        body = await self._remember(request)
+        text = ""
+        for msg in body.get("messages", []):
+            if msg.get("role") == "user" and isinstance(msg.get("content"), str):
+                text = msg["content"]
+        return await self._answer(request, body, text, chat=True)
+
+    async def completions(self, request: Request) -> Response:
+        body = await self._remember(request)
+        prompt = body.get("prompt")
+        return await self._answer(
+            request, body, prompt if isinstance(prompt, str) else "", chat=False
+        )
+
+    async def embeddings(self, request: Request) -> Response:
+        body = await self._remember(request)
+        failure = _failure(body["model"], request)
+        if failure is not None:
+            return failure
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(s)), 1.0, 0.0]}
+            for i, s in enumerate(inputs)
+        ]
+        tokens = sum(len(s.split()) for s in inputs)
+        return _json(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    async def _answer(
+        self, request: Request, body: dict[str, Any], text: str, *, chat: bool
+    ) -> Response:
+        model = body["model"]
+        failure = _failure(model, request)
+        if failure is not None:
+            return failure
+        if model.startswith("slow-"):
+            await asyncio.sleep(int(model.split("-")[1]) / 1000)
+        words = text.split() or ["ok"]
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or len(words)
+        words = words[:max_tokens]
+        prompt_tokens = len(text.split()) + 3
+        if body.get("stream"):
+            return StreamingResponse(
+                self._stream(body, words, prompt_tokens, chat=chat), media_type="text/event-stream"
+            )
+        reply = " ".join(words)
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": reply}
+        else:
+            choice["text"] = reply
+        obj: dict[str, Any] = {
+            "id": "cmpl-test",
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [choice],
+        }
+        if model != "no-usage":
+            obj["usage"] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(words),
+                "total_tokens": prompt_tokens + len(words),
+            }
+        return _json(obj)
+
+    async def _stream(
+        self, body: dict[str, Any], words: list[str], prompt_tokens: int, *, chat: bool
+    ) -> AsyncIterator[bytes]:
+        model = body["model"]
+        if model.startswith("drip-"):
+            words = [f"w{i}" for i in range(50)]
+        delay = int(model.split("-")[1]) / 1000 if model.startswith("drip-") else 0.0
+        for i, word in enumerate(words):
+            if model == "break-stream" and i == 3:
+                raise ConnectionResetError("test upstream drops the stream on purpose")
+            piece = word if i == 0 else " " + word
+            choice: dict[str, Any] = {"index": 0, "finish_reason": None}
+            if chat:
+                choice["delta"] = (
+                    {"content": piece} if i else {"role": "assistant", "content": piece}
+                )
+            else:
+                choice["text"] = piece
+            chunk = {
+                "id": "cmpl-test",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [choice],
+            }
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            if delay:
+                await asyncio.sleep(delay)
+        final: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+        final["delta" if chat else "text"] = {} if chat else ""
+        yield (
+            b"data: "
+            + orjson.dumps(
+                {
+                    "id": "cmpl-test",
+                    "object": "chat.completion.chunk",
+                    "model": model,
+                    "choices": [final],
+                }
+            )
+            + b"\n\n"
+        )
+        opts = body.get("stream_options") or {}
+        if opts.get("include_usage") and model != "no-usage":
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(words),
+                "total_tokens": prompt_tokens + len(words),
+            }
+            yield (
+                b"data: "
+                + orjson.dumps(
+                    {
+                        "id": "cmpl-test",
+                        "object": "chat.completion.chunk",
+                        "model": model,
+                        "choices": [],
+                        "usage": usage,
+                    }
+                )
+                + b"\n\n"
+            )
+        yield b"data: [DONE]\n\n"
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj), status, media_type="application/json")
+
+
+def _failure(model: str, request: Request) -> Response | None:
+    if model in ("fail-500", "fail-503"):
+        return Response(b"internal failure", int(model[-3:]))
+    if model == "fail-429":
+        return Response(b'{"error":{"message":"slow down"}}', 429, {"retry-after": "7"})
+    if model == "fail-400":
+        return _json(
+            {
+                "error": {
+                    "message": "This model's maximum context length is 8 tokens.",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": None,
+                }
+            },
+            400,
+        )
+    if model == "fail-401":
+        token = request.headers.get("authorization", "")
+        return _json({"error": {"message": f"Incorrect API key provided: {token}"}}, 401)
+    return None
