@@ -66,22 +66,29 @@ class Gateway:
 GatewayFactory = Callable[..., Gateway]
 
 
+def start_gateway(
+    config_yaml: str | None, *, workdir: Path, data_dir: Path | None = None
+) -> Gateway:
+    """Start an in-process gateway (its own uvicorn thread) from YAML text."""
+    path = None
+    if config_yaml is not None:
+        path = workdir / f"forebay-{len(list(workdir.glob('forebay-*.yaml')))}.yaml"
+        path.write_text(textwrap.dedent(config_yaml))
+    directory = data_dir or workdir / "data"
+    settings = load_settings(path, data_dir=directory)
+    services = build_services(settings, env_admin_key=ADMIN_KEY)
+    tenant_key = services.bootstrapped.tenant_key or ""
+    server = ServerThread(create_app(services)).start()
+    return Gateway(services, server, directory, tenant_key)
+
+
 @pytest.fixture
 def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
-    """Start a gateway from YAML text (with `{upstream}` filled in by the caller)."""
+    """Start gateways from YAML text; all are stopped when the test ends."""
     started: list[Gateway] = []
 
     def factory(config_yaml: str | None, *, data_dir: Path | None = None) -> Gateway:
-        path = None
-        if config_yaml is not None:
-            path = tmp_path / f"forebay-{len(started)}.yaml"
-            path.write_text(textwrap.dedent(config_yaml))
-        directory = data_dir or tmp_path / "data"
-        settings = load_settings(path, data_dir=directory)
-        services = build_services(settings, env_admin_key=ADMIN_KEY)
-        tenant_key = services.bootstrapped.tenant_key or ""
-        server = ServerThread(create_app(services)).start()
-        gw = Gateway(services, server, directory, tenant_key)
+        gw = start_gateway(config_yaml, workdir=tmp_path, data_dir=data_dir)
         started.append(gw)
         return gw
 

@@ -255,6 +255,8 @@ def load_settings(
             raw_obj = {}
         if not isinstance(raw_obj, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of settings")
+        if "models" not in raw_obj:  # a file that only tunes settings keeps the local models
+            raw_obj = {**raw_obj, "models": DEFAULT_CONFIG["models"]}
     revision = hashlib.sha256(text.encode()).hexdigest()[:12]
     resolved = _interpolate(raw_obj, env, (), source, root)
     try:

@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 
 from forebay.config import Deployment
-from forebay.upstreams.base import Endpoint, UpstreamFailure, UpstreamReply
+from forebay.upstreams.base import Endpoint, FailureKind, UpstreamFailure, UpstreamReply
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -26,8 +26,12 @@ class OpenAICompatUpstream:
         *,
         base_url: str | None = None,
         ready: Callable[[], bool] | None = None,
+        supervised: bool = False,
     ) -> None:
         self.deployment = deployment
+        # A supervised (local worker) upstream that cannot be reached is being
+        # restarted: that is "unavailable, retry shortly" (503), not a bad gateway.
+        self._down_kind: FailureKind = "unavailable" if supervised else "connect"
         url = base_url or deployment.base_url
         if not url:
             raise ValueError(f"deployment {deployment.name} has no base_url")
@@ -74,7 +78,7 @@ class OpenAICompatUpstream:
             raise UpstreamFailure("timeout", "timed out connecting to the upstream") from None
         except aiohttp.ClientConnectionError as exc:
             raise UpstreamFailure(
-                "connect", f"cannot connect to the upstream ({type(exc).__name__})"
+                self._down_kind, f"cannot connect to the upstream ({type(exc).__name__})"
             ) from None
 
     async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> UpstreamReply:

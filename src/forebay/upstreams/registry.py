@@ -46,7 +46,9 @@ def build_upstreams(settings: Settings, *, log_dir: Path | None = None) -> Upstr
                 worker = _local_worker(dep, settings, log_dir)
                 result.workers[dep.name] = worker
                 ups.append(
-                    OpenAICompatUpstream(dep, base_url=worker.base_url, ready=_ready(worker))
+                    OpenAICompatUpstream(
+                        dep, base_url=worker.base_url, ready=_ready(worker), supervised=True
+                    )
                 )
             else:
                 ups.append(OpenAICompatUpstream(dep))
@@ -62,16 +64,12 @@ def _local_worker(dep: Deployment, settings: Settings, log_dir: Path | None) -> 
     # Imported here so a gateway without local models never loads their runtime.
     from forebay.upstreams.local.supervisor import embed_worker, llama_worker
 
-    if dep.upstream_model == "all-minilm-l6-v2":
-        return embed_worker(port=0, alias=dep.alias, log_dir=log_dir)
     local = settings.local
+    threads = local.threads or os.cpu_count() or 2
+    if dep.upstream_model == "all-minilm-l6-v2":
+        return embed_worker(name=dep.name, threads=threads, log_dir=log_dir)
     return llama_worker(
-        port=0,
-        ctx=local.ctx,
-        parallel=local.parallel,
-        threads=local.threads or os.cpu_count() or 2,
-        alias=dep.alias,
-        log_dir=log_dir,
+        name=dep.name, ctx=local.ctx, parallel=local.parallel, threads=threads, log_dir=log_dir
     )
 
 
