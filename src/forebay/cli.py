@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -46,13 +48,22 @@ DataDirOpt = Annotated[
 ]
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _print_json(obj: object) -> None:
+    import orjson
+
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
 def _settings(config: Path | None, data_dir: Path | None):  # type: ignore[no-untyped-def]
     from forebay.config import ConfigError, load_settings
 
     try:
         return load_settings(config, data_dir=data_dir)
     except ConfigError as exc:
-        err.print(f"[red]config error[/red]\n{exc}", highlight=False)
+        err.print(f"[red]config error[/red]\n{exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -140,9 +151,13 @@ def keys_list(
     tenant: Annotated[Optional[str], typer.Option(help="Only this tenant.")] = None,  # noqa: UP045
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """List keys (never the keys themselves: id, prefix, tenant, scope, state)."""
     store, _ = _store(config, data_dir)
+    if as_json:
+        _print_json([asdict(k) for k in store.list_keys(tenant=tenant)])
+        return
     table = Table("id", "prefix", "tenant", "models", "admin", "created", "state")
     for k in store.list_keys(tenant=tenant):
         table.add_row(
@@ -190,9 +205,14 @@ def tenants_create(
 
 
 @tenants_app.command("list")
-def tenants_list(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+def tenants_list(
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, as_json: JsonOpt = False
+) -> None:
     """List tenants."""
     store, _ = _store(config, data_dir)
+    if as_json:
+        _print_json([asdict(t) for t in store.list_tenants()])
+        return
     table = Table("id", "name", "created")
     for t in store.list_tenants():
         table.add_row(t.id, t.name, _when(t.created_at))
@@ -205,6 +225,7 @@ def usage(
     by: Annotated[str, typer.Option(help="Group by tenant, model, deployment or key.")] = "tenant",
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Print usage from the ledger: requests, tokens, cost and energy."""
     from forebay.ledger.query import parse_since, summarize
@@ -219,6 +240,9 @@ def usage(
         raise typer.Exit(2) from None
     _, engine = _store(config, data_dir)
     rows = summarize(engine, since=start, by=by)  # type: ignore[arg-type]
+    if as_json:
+        _print_json([asdict(r) for r in rows])
+        return
     table = Table(
         by,
         "requests",

@@ -6,6 +6,7 @@ upstream model name a deployment is configured with:
   fail-500      HTTP 500          fail-503  HTTP 503     fail-429  HTTP 429
   fail-400      HTTP 400 with an OpenAI error envelope
   fail-401      HTTP 401 whose message repeats the bearer token it was sent
+  leak-400      HTTP 400 whose message repeats the bearer token it was sent
   slow-<ms>     echo after <ms> milliseconds
   break-stream  streams three chunks, then drops the connection
   drip-<ms>     streams 50 chunks, <ms> apart (for client aborts)
@@ -216,7 +217,8 @@ def _failure(model: str, request: Request) -> Response | None:
             },
             400,
         )
-    if model == "fail-401":
+    if model in ("fail-401", "leak-400"):
         token = request.headers.get("authorization", "")
-        return _json({"error": {"message": f"Incorrect API key provided: {token}"}}, 401)
+        message = f"Incorrect API key provided: {token}"
+        return _json({"error": {"message": message}}, int(model[-3:]))
     return None

@@ -214,12 +214,20 @@ def _as_api_error(failure: UpstreamFailure, deployment: str, secret: str | None)
             f"Deployment '{deployment}' did not answer in time; retry, or ask for fewer tokens.",
             code="upstream_timeout",
         )
-    if failure.kind == "unavailable":
+    if failure.kind == "unavailable" or failure.status == 503:
+        hint = failure.retry_after or ""
+        wait = int(hint) if hint.isdigit() else 5
         return upstream_error(
             503,
-            f"Deployment '{deployment}' is not ready; retry in a few seconds.",
+            f"Deployment '{deployment}' is not ready or overloaded; retry in {wait} s.",
             code="upstream_unavailable",
-            retry_after=5,
+            retry_after=wait,
+        )
+    if failure.status == 504:
+        return upstream_error(
+            504,
+            f"Deployment '{deployment}' timed out upstream; retry, or ask for fewer tokens.",
+            code="upstream_timeout",
         )
     if failure.kind == "connect":
         return upstream_error(

@@ -1,0 +1,69 @@
+"""Run `forebay` as a real subprocess, the way a user does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.servers import free_port
+
+
+def forebay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a one-shot CLI command and return its result."""
+    return subprocess.run(
+        [sys.executable, "-m", "forebay", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+class ServeProcess:
+    """`forebay serve` in a subprocess, its output captured to a log file."""
+
+    def __init__(self, *args: str, log: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.log = log
+        self._args = [sys.executable, "-m", "forebay", "serve", "--port", str(self.port), *args]
+        self._env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> ServeProcess:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self._args, stdout=out, stderr=subprocess.STDOUT, env=self._env
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"forebay serve exited early:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"forebay serve was not ready in {timeout}s:\n{self.log.read_text()}")
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, as a process manager would send; the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
