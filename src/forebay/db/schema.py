@@ -73,3 +73,14 @@ usage_events = Table(
     Index("ix_usage_tenant_ts", "tenant_id", "ts"),
     Index("ix_usage_ts", "ts"),
 )
+
+# One row per tenant or key that has limits; `policy` is LimitPolicy as JSON
+# (see forebay.state.policy), so adding a kind of limit needs no migration.
+limits = Table(
+    "limits",
+    metadata,
+    Column("scope", String(10), primary_key=True),
+    Column("subject_id", String(40), primary_key=True),
+    Column("policy", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
