@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from forebay.app import Services, build_services, create_app
 from forebay.config import load_settings
 from tests.support.openai_server import FakeUpstream
+from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerThread
 
 ADMIN_KEY = "sk-fb-test-admin-0123456789abcdef0123456789abcdef"
@@ -125,3 +126,11 @@ def echo_config(base_url: str, **extra: str) -> str:
             model: echo
             price: {{input_per_million: 0.1}}
     """
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One throwaway Redis for the session; tests use distinct keys or flush it."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from forebay.api.admin import admin_routes
+from forebay.api.admin_limits import limit_routes
 from forebay.api.errors import ApiError
 from forebay.api.openai import openai_routes
 from forebay.api.ops import ops_routes
@@ -24,10 +26,16 @@ from forebay.config import Settings
 from forebay.db.engine import database_url, make_engine
 from forebay.db.migrate import upgrade
 from forebay.gateway.auth import KeyRing
+from forebay.gateway.limits import Limiter, budget_key, period_bounds
 from forebay.gateway.pipeline import Gateway
 from forebay.gateway.recorder import Recorder
 from forebay.gateway.routing import Router
 from forebay.ledger.writer import LedgerWriter
+from forebay.state.counters import CounterStore, InProcessCounters
+from forebay.state.failover import RedisWithFallback
+from forebay.state.policy import PolicyBook
+from forebay.state.policy_store import PolicyStore
+from forebay.state.redis_counters import RedisCounters
 from forebay.telemetry.metrics import Metrics
 from forebay.tenancy.bootstrap import Bootstrapped, bootstrap
 from forebay.tenancy.store import TenancyStore
@@ -49,10 +57,36 @@ class Services:
     upstreams: UpstreamSet
     gateway: Gateway
     bootstrapped: Bootstrapped
+    limiter: Limiter
+    policies: PolicyStore
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _seeded: set[str] = field(default_factory=set)
 
     async def refresh_keys(self) -> None:
+        """Keys and limit policies, re-read together (neither is read per request)."""
         self.keyring.replace(await asyncio.to_thread(self.store.active_principals))
+        self.limiter.book.replace(await asyncio.to_thread(self.policies.all))
+        await self._seed_budgets()
+
+    async def _seed_budgets(self) -> None:
+        """Start each budget period's counter from the spend already in the ledger,
+        so a restart (or a fresh Redis) does not hand out a budget twice."""
+        now = time.time()
+        for p in self.keyring.principals():
+            if p.tenant_id is None:
+                continue
+            for subject, policy in self.limiter.subjects(p):
+                for unit, period, _ in policy.budgets():
+                    key = budget_key(subject, p.tenant_id, unit, period, now)
+                    if key in self._seeded:
+                        continue
+                    _, start, end = period_bounds(period, now)
+                    usd, tokens = await asyncio.to_thread(
+                        self.policies.spent, subject.scope, subject.id, start
+                    )
+                    value = usd if unit == "usd" else float(tokens)
+                    await self.limiter.store.seed(key, value, now=now, ttl_s=end - now)
+                    self._seeded.add(key)
 
     async def start(self) -> None:
         self.ledger.start()
@@ -69,6 +103,8 @@ class Services:
                 await task
         self._tasks.clear()
         await self.upstreams.close()
+        await self.limiter.drain()
+        await self.limiter.store.close()
         await asyncio.to_thread(self.ledger.close)
         self.engine.dispose()
 
@@ -119,14 +155,41 @@ def build_services(settings: Settings, *, env_admin_key: str | None = None) -> S
     keyring = KeyRing(env_admin_key)
     upstreams = build_upstreams(settings, log_dir=settings.data_dir / "logs")
     recorder = Recorder(ledger, metrics, settings.revision)
+    limiter = Limiter(PolicyBook(), _counter_store(settings, metrics), settings.limits, metrics)
     gateway = Gateway(
         models=settings.models,
         keyring=keyring,
         router=Router(upstreams.by_alias),
         recorder=recorder,
         max_body_bytes=settings.max_body_bytes,
+        limiter=limiter,
     )
-    return Services(settings, engine, store, keyring, metrics, ledger, upstreams, gateway, boot)
+    return Services(
+        settings,
+        engine,
+        store,
+        keyring,
+        metrics,
+        ledger,
+        upstreams,
+        gateway,
+        boot,
+        limiter,
+        PolicyStore(engine),
+    )
+
+
+def _counter_store(settings: Settings, metrics: Metrics) -> CounterStore:
+    if not settings.redis.url:
+        return InProcessCounters()
+    down = settings.limits.on_redis_down
+    return RedisWithFallback(
+        RedisCounters.from_url(settings.redis.url, timeout_s=settings.redis.timeout_s),
+        rate_limits=down.rate_limits,
+        budgets=down.budgets,
+        retry_s=settings.limits.redis_retry_s,
+        on_degraded=lambda degraded: metrics.limits_degraded.set(1 if degraded else 0),
+    )
 
 
 def create_app(services: Services) -> Starlette:
@@ -141,6 +204,7 @@ def create_app(services: Services) -> Starlette:
     routes = [
         *openai_routes(services.gateway, services.keyring, services.settings.models),
         *admin_routes(services.store, services.keyring, services.engine, services.refresh_keys),
+        *limit_routes(services.policies, services.limiter, services.keyring, services.refresh_keys),
         *ops_routes(services.metrics, services.readiness),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -104,10 +104,36 @@ class DatabaseConfig(_Strict):
     url: str = ""
 
 
+class RedisConfig(_Strict):
+    """Shared state for several replicas; empty means in-process counters."""
+
+    url: str = ""
+    timeout_s: float = Field(0.5, gt=0)
+
+
+class RedisDownConfig(_Strict):
+    """What limits do while Redis cannot be reached."""
+
+    rate_limits: Literal["local", "allow", "refuse"] = "local"
+    budgets: Literal["refuse", "allow"] = "refuse"
+
+
+class LimitsConfig(_Strict):
+    # Output tokens reserved for a request that does not set max_tokens.
+    default_output_reserve: int = Field(1024, ge=0)
+    # A concurrency slot frees itself after this long even if its replica died.
+    concurrency_lease_s: float = Field(900.0, gt=0)
+    # After a Redis failure, how long to use the fallback before trying again.
+    redis_retry_s: float = Field(1.0, gt=0)
+    on_redis_down: RedisDownConfig = RedisDownConfig()
+
+
 class RawConfig(_Strict):
     data_dir: str | None = None
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
+    redis: RedisConfig = RedisConfig()
+    limits: LimitsConfig = LimitsConfig()
     ledger: LedgerConfig = LedgerConfig()
     local: LocalConfig = LocalConfig()
     key_refresh_s: float = Field(5.0, gt=0)
@@ -203,6 +229,8 @@ class Settings:
     max_body_bytes: int
     data_dir: Path
     database_url: str
+    redis: RedisConfig
+    limits: LimitsConfig
     ledger: LedgerConfig
     local: LocalConfig
     key_refresh_s: float
@@ -337,6 +365,8 @@ def _freeze(
         max_body_bytes=raw.server.max_body_bytes,
         data_dir=final_dir,
         database_url=raw.database.url,
+        redis=raw.redis,
+        limits=raw.limits,
         ledger=raw.ledger,
         local=raw.local,
         key_refresh_s=raw.key_refresh_s,

@@ -22,16 +22,13 @@ from forebay.tenancy.store import TenancyError, TenancyStore
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _json(obj: Any, status: int = 200) -> Response:
+def json_response(obj: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(obj), status, media_type="application/json")
 
 
-def admin_routes(
-    store: TenancyStore,
-    keyring: KeyRing,
-    engine: Engine,
-    refresh_keys: Callable[[], Awaitable[None]],
-) -> list[Route]:
+def admin_guard(keyring: KeyRing) -> Callable[[Handler], Handler]:
+    """Wrap a handler: admin key required; tenancy errors become 400s."""
+
     def guarded(handler: Handler) -> Handler:
         async def wrapper(request: Request) -> Response:
             try:
@@ -47,17 +44,29 @@ def admin_routes(
 
         return wrapper
 
-    async def body_of(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if len(raw) > 64 * 1024:
-            raise ApiError(413, "Admin request bodies are limited to 64 KiB.")
-        try:
-            obj = orjson.loads(raw or b"{}")
-        except orjson.JSONDecodeError:
-            raise bad_request("The request body is not valid JSON.") from None
-        if not isinstance(obj, dict):
-            raise bad_request("The request body must be a JSON object.")
-        return obj
+    return guarded
+
+
+async def body_of(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > 64 * 1024:
+        raise ApiError(413, "Admin request bodies are limited to 64 KiB.")
+    try:
+        obj = orjson.loads(raw or b"{}")
+    except orjson.JSONDecodeError:
+        raise bad_request("The request body is not valid JSON.") from None
+    if not isinstance(obj, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return obj
+
+
+def admin_routes(
+    store: TenancyStore,
+    keyring: KeyRing,
+    engine: Engine,
+    refresh_keys: Callable[[], Awaitable[None]],
+) -> list[Route]:
+    guarded = admin_guard(keyring)
 
     async def create_tenant(request: Request) -> Response:
         body = await body_of(request)
@@ -65,11 +74,11 @@ def admin_routes(
         if not isinstance(name, str):
             raise bad_request("'name' is required: the tenant's name.", param="name")
         tenant = await asyncio.to_thread(store.create_tenant, name)
-        return _json(asdict(tenant), 201)
+        return json_response(asdict(tenant), 201)
 
     async def list_tenants(request: Request) -> Response:
         tenants = await asyncio.to_thread(store.list_tenants)
-        return _json({"object": "list", "data": [asdict(t) for t in tenants]})
+        return json_response({"object": "list", "data": [asdict(t) for t in tenants]})
 
     async def create_key(request: Request) -> Response:
         body = await body_of(request)
@@ -86,18 +95,18 @@ def admin_routes(
             raise bad_request("'name' must be a string.", param="name")
         issued = await asyncio.to_thread(store.create_key, tenant, models=models, name=name)
         await refresh_keys()
-        return _json({**asdict(issued.info), "key": issued.key}, 201)
+        return json_response({**asdict(issued.info), "key": issued.key}, 201)
 
     async def list_keys(request: Request) -> Response:
         keys = await asyncio.to_thread(store.list_keys, tenant=request.query_params.get("tenant"))
-        return _json({"object": "list", "data": [asdict(k) for k in keys]})
+        return json_response({"object": "list", "data": [asdict(k) for k in keys]})
 
     async def revoke_key(request: Request) -> Response:
         key_id = request.path_params["key_id"]
         if not await asyncio.to_thread(store.revoke_key, key_id):
             raise not_found(f"No active key with id '{key_id[:60]}'.", code="key_not_found")
         await refresh_keys()
-        return _json({"id": key_id, "revoked": True})
+        return json_response({"id": key_id, "revoked": True})
 
     async def usage(request: Request) -> Response:
         by = request.query_params.get("by", "tenant")
@@ -108,7 +117,7 @@ def admin_routes(
         except ValueError as exc:
             raise bad_request(str(exc), param="since") from None
         rows = await asyncio.to_thread(summarize, engine, since=since, by=by)  # type: ignore[arg-type]
-        return _json(
+        return json_response(
             {"object": "list", "since": since, "by": by, "data": [asdict(r) for r in rows]}
         )
 

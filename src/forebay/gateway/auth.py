@@ -25,6 +25,9 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._by_hash)
 
+    def principals(self) -> list[Principal]:
+        return list(self._by_hash.values())
+
     def lookup(self, key: str) -> Principal | None:
         digest = hash_key(key)
         if digest == self._env_admin_hash:

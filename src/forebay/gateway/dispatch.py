@@ -155,7 +155,7 @@ def _name(ex: Exchange) -> str:
 
 
 def _route_headers(ex: Exchange) -> dict[str, str]:
-    return {"x-forebay-route": ex.route_reason or "", "x-request-id": ex.request_id}
+    return {"x-forebay-route": ex.route_reason or "", "x-request-id": ex.request_id, **ex.headers}
 
 
 def _estimate_completion(obj: Any) -> int:

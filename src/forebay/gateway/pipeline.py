@@ -1,5 +1,5 @@
-"""The request pipeline: auth → body → validate → model and scope → route →
-dispatch → record. Each stage lives in its own module; this one only orders
+"""The request pipeline: auth → body → validate → model and scope → limits →
+route → dispatch → record. Each stage lives in its own module; this one only orders
 them and guarantees that every request is recorded exactly once."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from forebay.api.errors import ApiError, forbidden, not_found, too_large, upstre
 from forebay.config import ModelAlias
 from forebay.gateway.auth import KeyRing, authenticate
 from forebay.gateway.dispatch import Dispatcher, error_type_for
+from forebay.gateway.limits import Limiter
 from forebay.gateway.recorder import Exchange, Recorder
 from forebay.gateway.routing import Router
 from forebay.gateway.validate import kind_mismatch, parse_json, parse_request
@@ -28,7 +29,9 @@ class Gateway:
         router: Router,
         recorder: Recorder,
         max_body_bytes: int,
+        limiter: Limiter | None = None,
     ) -> None:
+        self._limiter = limiter
         self._models = models
         self._keyring = keyring
         self._router = router
@@ -71,6 +74,8 @@ class Gateway:
                     code="no_deployment_ready",
                     retry_after=5,
                 )
+            if self._limiter is not None:
+                await self._limiter.admit(ex, model, req)
             response = await self._dispatcher.send(ex, req, choices)
         except ApiError as err:
             ex.fail(err.status, error_type_for(err))

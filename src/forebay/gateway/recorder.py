@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from forebay.config import Deployment
@@ -43,6 +44,10 @@ class Exchange:
     error_type: str | None = None
     ttft_s: float | None = None
     recorded: bool = False
+    # Set by the limits stage: headers for the response, and the callback that
+    # settles the request's reservation with what it really used.
+    headers: dict[str, str] = field(default_factory=dict)
+    settle: Callable[[int, int, float], None] | None = None
 
     def mark_first_token(self) -> None:
         if self.ttft_s is None:
@@ -68,6 +73,8 @@ class Recorder:
         cost = cost_usd(dep, ex.prompt_tokens, ex.completion_tokens) if dep else 0.0
         energy = energy_wh(dep, ex.prompt_tokens, ex.completion_tokens) if dep else 0.0
         p = ex.principal
+        if ex.settle is not None:
+            ex.settle(ex.prompt_tokens, ex.completion_tokens, cost)
         self._ledger.submit(
             UsageEvent(
                 ts=ex.ts,

@@ -95,6 +95,24 @@ class Metrics:
         self.in_flight = Gauge(
             "forebay_in_flight_requests", "Requests being served now.", ["alias"], registry=r
         )
+        self.limit_rejections = Counter(
+            "forebay_limit_rejections",
+            "Requests refused by a rate limit or budget (limit: requests, tokens, "
+            "concurrent, usd_per_day, ..., or *_unavailable when Redis is down).",
+            ["tenant", "limit"],
+            registry=r,
+        )
+        self.budget_soft_exceeded = Counter(
+            "forebay_budget_soft_exceeded",
+            "Requests admitted past a budget's soft threshold.",
+            ["scope", "budget"],
+            registry=r,
+        )
+        self.limits_degraded = Gauge(
+            "forebay_limits_degraded",
+            "1 while the shared counter store (Redis) is unreachable and fallbacks apply.",
+            registry=r,
+        )
         self._children: dict[tuple[str, str, str], _Children] = {}
         self._req_children: dict[tuple[str, str, str, str, int], MetricWrapperBase] = {}
 

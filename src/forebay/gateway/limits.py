@@ -1,0 +1,328 @@
+"""Stage 3: rate limits and budgets, per key and per tenant.
+
+Before dispatch, one atomic reservation covers every counter the request
+touches: requests and tokens per minute (prompt tokens + max_tokens), the
+concurrency slot, and $ and token budgets per day and month (with the most
+expensive deployment of the alias as the cost estimate). After the request,
+its reservation is settled with the real counts, off the response path.
+Callers without any policy skip this stage entirely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from forebay.api.errors import ApiError
+from forebay.config import LimitsConfig, ModelAlias
+from forebay.gateway.metering import estimate_prompt_tokens
+from forebay.gateway.recorder import Exchange
+from forebay.gateway.validate import ParsedRequest, max_output_tokens
+from forebay.state.counters import Adjustment, Check, CounterStore, InProcessCounters, Outcome
+from forebay.state.failover import StateUnavailable
+from forebay.state.policy import LimitPolicy, Period, PolicyBook, Subject, Unit
+from forebay.telemetry.metrics import Metrics
+from forebay.tenancy.keys import Principal
+from forebay.upstreams.base import Endpoint
+
+log = logging.getLogger("forebay.limits")
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    """A check, with what it means, to explain a refusal or fill headers."""
+
+    check: Check
+    subject: Subject
+    name: str  # "requests", "tokens", "concurrent", "usd_per_day", ...
+    soft: float | None = None
+
+
+def period_bounds(period: Period, now: float) -> tuple[str, float, float]:
+    """(id, start, end) of the UTC day or month containing `now`."""
+    t = time.gmtime(now)
+    if period == "day":
+        start = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0))
+        return time.strftime("%Y%m%d", t), float(start), float(start + 86400)
+    start = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))
+    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+    end = calendar.timegm((year, month, 1, 0, 0, 0))
+    return time.strftime("%Y%m", t), float(start), float(end)
+
+
+def counter_key(subject: Subject, tenant_id: str, name: str) -> str:
+    # The {hash tag} keeps all of one tenant's counters in one Redis Cluster slot.
+    return f"fb:{{t:{tenant_id}}}:{subject.tag}:{name}"
+
+
+def budget_key(subject: Subject, tenant_id: str, unit: Unit, period: Period, now: float) -> str:
+    period_id, _, _ = period_bounds(period, now)
+    return counter_key(subject, tenant_id, f"{unit}:{period}:{period_id}")
+
+
+class Limiter:
+    def __init__(
+        self,
+        book: PolicyBook,
+        store: CounterStore,
+        config: LimitsConfig,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.book = book
+        self.store = store
+        self._config = config
+        self._metrics = metrics
+        self._clock = clock
+        self._pending: set[asyncio.Task[None]] = set()
+        self._warned: set[str] = set()
+
+    def subjects(self, p: Principal) -> list[tuple[Subject, LimitPolicy]]:
+        found: list[tuple[Subject, LimitPolicy]] = []
+        if p.tenant_id is None:
+            return found
+        tenant_policy = self.book.get("tenant", p.tenant_id)
+        if tenant_policy is not None:
+            found.append(
+                (Subject("tenant", p.tenant_id, p.tenant_name or p.tenant_id), tenant_policy)
+            )
+        key_policy = self.book.get("key", p.key_id)
+        if key_policy is not None:
+            found.append((Subject("key", p.key_id, p.key_id), key_policy))
+        return found
+
+    def checks_for(
+        self,
+        subjects: list[tuple[Subject, LimitPolicy]],
+        tenant_id: str,
+        *,
+        tokens: float,
+        usd: float,
+        now: float,
+    ) -> list[Labelled]:
+        lease = self._config.concurrency_lease_s
+        out: list[Labelled] = []
+        for subject, policy in subjects:
+
+            def key(name: str, s: Subject = subject) -> str:
+                return counter_key(s, tenant_id, name)
+
+            if policy.rpm is not None:
+                out.append(
+                    Labelled(Check("window", key("rpm"), policy.rpm, 1), subject, "requests")
+                )
+            if policy.tpm is not None:
+                out.append(
+                    Labelled(Check("window", key("tpm"), policy.tpm, tokens), subject, "tokens")
+                )
+            if policy.concurrent is not None:
+                check = Check("lease", key("concurrent"), policy.concurrent, 1, ttl_s=lease)
+                out.append(Labelled(check, subject, "concurrent"))
+            for unit, period, budget in policy.budgets():
+                _, _, end = period_bounds(period, now)
+                check = Check(
+                    "total",
+                    budget_key(subject, tenant_id, unit, period, now),
+                    budget.hard,
+                    usd if unit == "usd" else tokens,
+                    ttl_s=end - now,
+                )
+                out.append(Labelled(check, subject, f"{unit}_per_{period}", soft=budget.soft))
+        return out
+
+    async def admit(self, ex: Exchange, model: ModelAlias, req: ParsedRequest) -> None:
+        """Reserve, or raise the 429 (or 503) that explains why not."""
+        p = ex.principal
+        if p is None or p.tenant_id is None:
+            return
+        subjects = self.subjects(p)
+        if not subjects:
+            return
+        prompt = estimate_prompt_tokens(req.payload)
+        output = 0
+        if ex.endpoint is not Endpoint.EMBEDDINGS:
+            output = max_output_tokens(req.payload) or self._config.default_output_reserve
+            output *= _choices(req)
+        tokens = float(prompt + output)
+        usd = max(
+            (
+                prompt * d.usd_per_input_token + output * d.usd_per_output_token
+                for d in model.deployments
+            ),
+            default=0.0,
+        )
+        now = self._clock()
+        checks = self.checks_for(subjects, p.tenant_id, tokens=tokens, usd=usd, now=now)
+        try:
+            outcome = await self.store.reserve(
+                [c.check for c in checks], now=now, token=ex.request_id
+            )
+        except StateUnavailable as exc:
+            self._metrics.limit_rejections.labels(_tenant(p), f"{exc.what}_unavailable").inc()
+            raise ApiError(
+                503,
+                f"Forebay cannot check this key's {exc.what} right now (its shared counter store "
+                "is unreachable); retry shortly, and tell your Forebay admin if it persists.",
+                type="service_unavailable",
+                code="limits_unavailable",
+                headers={"retry-after": "2"},
+            ) from None
+        headers = _rate_headers(checks, outcome)
+        if outcome.denied is not None:
+            refused = checks[outcome.denied]
+            self._metrics.limit_rejections.labels(_tenant(p), refused.name).inc()
+            raise _refusal(
+                refused, outcome.used[outcome.denied], outcome.wait_s[outcome.denied], headers, now
+            )
+        headers.update(self._soft_warnings(checks, outcome, now))
+        ex.headers.update(headers)
+        bucket = math.floor(now)
+
+        def settle(prompt_used: int, completion_used: int, cost: float) -> None:
+            used_tokens = float(prompt_used + completion_used)
+            adjustments: list[Adjustment] = []
+            for c in checks:
+                check = c.check
+                if check.kind == "lease":
+                    adjustments.append(Adjustment("lease", check.key))
+                elif c.name == "tokens":
+                    adjustments.append(
+                        Adjustment("window", check.key, used_tokens - tokens, bucket)
+                    )
+                elif check.kind == "total":
+                    actual = cost if c.name.startswith("usd") else used_tokens
+                    adjustments.append(Adjustment("total", check.key, actual - check.amount))
+            if adjustments:
+                self._settle(adjustments, ex.request_id)
+
+        ex.settle = settle
+
+    def _settle(self, adjustments: list[Adjustment], token: str) -> None:
+        if isinstance(self.store, InProcessCounters):
+            self.store.settle_now(adjustments, token=token)
+            return
+        task = asyncio.get_running_loop().create_task(self.store.settle(adjustments, token=token))
+        self._pending.add(task)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("settling a reservation failed: %r", task.exception())
+
+    async def drain(self) -> None:
+        """Wait for settlements still in flight (at shutdown)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def _soft_warnings(
+        self, checks: list[Labelled], outcome: Outcome, now: float
+    ) -> dict[str, str]:
+        warnings = []
+        for c, used in zip(checks, outcome.used, strict=True):
+            if c.soft is None or used < c.soft:
+                continue
+            unit = "$" if c.name.startswith("usd") else ""
+            warnings.append(f"{c.subject.scope} {c.name} {unit}{used:.6g} of soft {unit}{c.soft:g}")
+            self._metrics.budget_soft_exceeded.labels(c.subject.scope, c.name).inc()
+            period_id = c.check.key.rsplit(":", 1)[-1]
+            once = f"{c.check.key}:{period_id}"
+            if once not in self._warned:
+                self._warned.add(once)
+                log.warning(
+                    "%s %s passed its soft %s budget: %.6g of %g",
+                    c.subject.scope,
+                    c.subject.id,
+                    c.name,
+                    used,
+                    c.soft,
+                )
+        return {"x-forebay-budget-warning": "; ".join(warnings)} if warnings else {}
+
+
+def _choices(req: ParsedRequest) -> int:
+    n = req.payload.get("n")
+    return n if isinstance(n, int) and n > 0 else 1
+
+
+def _tenant(p: Principal) -> str:
+    return p.tenant_name or p.tenant_id or ""
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: 1s, 6m0s, 1h2m3s (sub-second as ms)."""
+    if seconds < 1:
+        return f"{max(0, int(seconds * 1000))}ms"
+    s = math.ceil(seconds)
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    if h:
+        return f"{h}h{m}m{sec}s"
+    return f"{m}m{sec}s" if m else f"{sec}s"
+
+
+def _rate_headers(checks: list[Labelled], outcome: Outcome) -> dict[str, str]:
+    """x-ratelimit-* for requests and tokens, from whichever subject is tightest."""
+    headers: dict[str, str] = {}
+    for name in ("requests", "tokens"):
+        best: tuple[float, float, float] | None = None  # remaining, limit, wait
+        for c, used, wait in zip(checks, outcome.used, outcome.wait_s, strict=True):
+            if c.name != name or c.check.limit is None:
+                continue
+            remaining = max(0.0, c.check.limit - used)
+            if best is None or remaining < best[0]:
+                best = (remaining, c.check.limit, wait)
+        if best is not None:
+            headers[f"x-ratelimit-limit-{name}"] = str(int(best[1]))
+            headers[f"x-ratelimit-remaining-{name}"] = str(int(best[0]))
+            headers[f"x-ratelimit-reset-{name}"] = _duration(best[2])
+    return headers
+
+
+def _refusal(
+    c: Labelled, used: float, wait: float, headers: dict[str, str], now: float
+) -> ApiError:
+    who = f"{c.subject.scope} '{c.subject.label}'"
+    retry = str(max(1, math.ceil(wait)))
+    headers = {**headers, "retry-after": retry}
+    limit = c.check.limit or 0
+    if c.name in ("requests", "tokens"):
+        what = "requests per minute (RPM)" if c.name == "requests" else "tokens per minute (TPM)"
+        asked = "" if c.name == "requests" else f", requested {int(c.check.amount)}"
+        return ApiError(
+            429,
+            f"Rate limit reached for {who} on {what}: limit {int(limit)}, used {int(used)}{asked}. "
+            f"Please try again in {_duration(wait)}.",
+            type=c.name,
+            code="rate_limit_exceeded",
+            headers=headers,
+        )
+    if c.name == "concurrent":
+        return ApiError(
+            429,
+            f"{who.capitalize()} already has {int(used)} requests in flight, its limit; "
+            "retry when one finishes.",
+            type="requests",
+            code="concurrency_limit_exceeded",
+            headers=headers,
+        )
+    unit, _, period = c.name.partition("_per_")
+    _, _, end = period_bounds(period, now)  # type: ignore[arg-type]
+    resets = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end))
+    amount = f"${limit:,.2f}" if unit == "usd" else f"{int(limit):,} tokens"
+    spent = f"${used:,.4f}" if unit == "usd" else f"{int(used):,} tokens"
+    return ApiError(
+        429,
+        f"{who.capitalize()} has reached its {'daily' if period == 'day' else 'monthly'} budget of "
+        f"{amount} ({spent} spent or reserved; this request needs up to "
+        f"{'$' if unit == 'usd' else ''}{c.check.amount:.6g} more). It resets at {resets}; "
+        "ask your Forebay admin to raise it.",
+        type="insufficient_quota",
+        code="budget_exceeded",
+        headers=headers,
+    )

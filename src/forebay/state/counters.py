@@ -1,0 +1,154 @@
+"""The counter model every limit and budget is built from, and the in-process
+store that implements it for a single gateway process.
+
+Three kinds of counter cover everything:
+  window  units over a sliding 60-second window, kept in one-second buckets
+          (requests per minute, tokens per minute);
+  lease   requests in flight, each a lease that expires by itself, so a replica
+          that crashes cannot leak concurrency forever;
+  total   a running sum that expires at the end of its period (budgets).
+
+`reserve` checks every counter of a request and, only if all pass, adds to all
+of them: all or nothing, in one step. `settle` later corrects each by the
+difference between what was reserved and what was used. The Redis store runs
+the same algorithm as one Lua script; a shared conformance test holds both to
+it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Kind = Literal["window", "lease", "total"]
+WINDOW_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    kind: Kind
+    key: str
+    limit: float | None  # None: counted (for soft thresholds and headers) but never refused
+    amount: float
+    ttl_s: float = 0.0  # lease: how long a lease lives; total: seconds until the period ends
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """`used` is each counter after the reservation (or as found, if refused);
+    `wait_s` is how long until that counter frees capacity."""
+
+    denied: int | None  # index of the first check that refused, if any
+    used: tuple[float, ...]
+    wait_s: tuple[float, ...]
+
+    @property
+    def allowed(self) -> bool:
+        return self.denied is None
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """Undo or correct one part of a reservation: `delta` for windows and totals
+    (at `bucket` for windows); a lease is released."""
+
+    kind: Kind
+    key: str
+    delta: float = 0.0
+    bucket: int = 0
+
+
+class CounterStore(Protocol):
+    async def reserve(self, checks: Sequence[Check], *, now: float, token: str) -> Outcome: ...
+
+    async def settle(self, adjustments: Sequence[Adjustment], *, token: str) -> None: ...
+
+    async def seed(self, key: str, value: float, *, now: float, ttl_s: float) -> None:
+        """Set a total if it does not exist yet (budgets restored from the ledger)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class InProcessCounters:
+    """The counter model in plain dicts. The event loop runs one coroutine at a
+    time and nothing here awaits, so every call is atomic."""
+
+    def __init__(self) -> None:
+        self._windows: dict[str, dict[int, float]] = {}
+        self._leases: dict[str, dict[str, float]] = {}
+        self._totals: dict[str, tuple[float, float]] = {}  # key -> (value, expires_at)
+
+    async def reserve(self, checks: Sequence[Check], *, now: float, token: str) -> Outcome:
+        return self.reserve_now(checks, now=now, token=token)
+
+    def reserve_now(self, checks: Sequence[Check], *, now: float, token: str) -> Outcome:
+        sec = math.floor(now)
+        used: list[float] = []
+        waits: list[float] = []
+        denied: int | None = None
+        for i, check in enumerate(checks):
+            value, wait = self._current(check, now, sec)
+            if check.limit is not None and value + check.amount > check.limit and denied is None:
+                denied = i
+            used.append(value)
+            waits.append(wait)
+        if denied is None:
+            for i, check in enumerate(checks):
+                self._add(check, now, sec, token)
+                used[i] += check.amount
+        return Outcome(denied, tuple(used), tuple(waits))
+
+    def _current(self, check: Check, now: float, sec: int) -> tuple[float, float]:
+        if check.kind == "window":
+            buckets = self._windows.get(check.key, {})
+            for b in [b for b in buckets if b <= sec - WINDOW_S]:
+                del buckets[b]
+            oldest = min(buckets, default=None)
+            return sum(buckets.values()), (oldest + WINDOW_S - now if oldest is not None else 0.0)
+        if check.kind == "lease":
+            leases = self._leases.get(check.key, {})
+            for member in [m for m, exp in leases.items() if exp <= now]:
+                del leases[member]
+            return float(len(leases)), (1.0 if leases else 0.0)
+        value, expires = self._totals.get(check.key, (0.0, math.inf))
+        if expires <= now:
+            value = 0.0
+            self._totals.pop(check.key, None)
+        return value, check.ttl_s
+
+    def _add(self, check: Check, now: float, sec: int, token: str) -> None:
+        if check.kind == "window":
+            buckets = self._windows.setdefault(check.key, {})
+            buckets[sec] = buckets.get(sec, 0.0) + check.amount
+        elif check.kind == "lease":
+            if check.amount > 0:  # amount 0 only peeks at the count
+                self._leases.setdefault(check.key, {})[token] = now + check.ttl_s
+        else:
+            value, expires = self._totals.get(check.key, (0.0, now + check.ttl_s))
+            self._totals[check.key] = (value + check.amount, expires)
+
+    async def settle(self, adjustments: Sequence[Adjustment], *, token: str) -> None:
+        self.settle_now(adjustments, token=token)
+
+    def settle_now(self, adjustments: Sequence[Adjustment], *, token: str) -> None:
+        for adj in adjustments:
+            if adj.kind == "window":
+                buckets = self._windows.get(adj.key)
+                if buckets is not None and adj.bucket in buckets:
+                    buckets[adj.bucket] += adj.delta
+            elif adj.kind == "lease":
+                self._leases.get(adj.key, {}).pop(token, None)
+            elif adj.key in self._totals:
+                value, expires = self._totals[adj.key]
+                self._totals[adj.key] = (value + adj.delta, expires)
+
+    async def seed(self, key: str, value: float, *, now: float, ttl_s: float) -> None:
+        current = self._totals.get(key)
+        if current is None or current[1] <= now:
+            self._totals[key] = (value, now + ttl_s)
+
+    async def close(self) -> None:
+        return None

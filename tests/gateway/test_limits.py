@@ -1,0 +1,178 @@
+"""Rate limits and budgets in a single process (in-process counters)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import Gateway, GatewayFactory, Upstream, echo_config
+
+
+def _config(base_url: str) -> str:
+    # `pricey` costs $1 per prompt token and $2 per completion token.
+    return (
+        echo_config(base_url)
+        + f"""
+      pricey:
+        deployments:
+          - name: fake-pricey
+            base_url: {base_url}
+            model: echo
+            price: {{input_per_million: 1000000, output_per_million: 2000000}}
+      slow:
+        deployments:
+          - name: fake-slow
+            base_url: {base_url}
+            model: slow-400
+    """
+    )
+
+
+@pytest.fixture
+def gw(make_gateway: GatewayFactory, upstream: Upstream) -> Gateway:
+    return make_gateway(_config(upstream.base_url))
+
+
+@pytest.fixture
+def admin(gw: Gateway) -> Iterator[httpx.Client]:
+    headers = {"authorization": f"Bearer {gw.admin_key}"}
+    with httpx.Client(base_url=gw.url, headers=headers, timeout=10) as client:
+        yield client
+
+
+def _chat(
+    gw: Gateway, model: str = "echo", key: str | None = None, **extra: object
+) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "a b c"}], **extra}
+    headers = {"authorization": f"Bearer {key or gw.tenant_key}"}
+    return httpx.post(f"{gw.base_url}/chat/completions", json=body, headers=headers, timeout=10)
+
+
+def _set(admin: httpx.Client, scope: str, ref: str, policy: dict[str, object]) -> None:
+    resp = admin.put(f"/admin/limits/{scope}/{ref}", json=policy)
+    assert resp.status_code == 200, resp.text
+
+
+def test_rpm_refuses_with_openai_headers(gw: Gateway, admin: httpx.Client) -> None:
+    _set(admin, "tenant", "default", {"rpm": 3})
+    ok = [_chat(gw) for _ in range(3)]
+    assert [r.status_code for r in ok] == [200] * 3
+    assert ok[0].headers["x-ratelimit-limit-requests"] == "3"
+    assert [r.headers["x-ratelimit-remaining-requests"] for r in ok] == ["2", "1", "0"]
+    refused = _chat(gw)
+    assert refused.status_code == 429
+    err = refused.json()["error"]
+    assert err["code"] == "rate_limit_exceeded" and err["type"] == "requests"
+    assert "tenant 'default'" in err["message"] and "limit 3" in err["message"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert refused.headers["x-ratelimit-reset-requests"].endswith("s")
+
+
+def test_tpm_reserves_max_tokens_then_settles_to_real_use(gw: Gateway, admin: httpx.Client) -> None:
+    _set(admin, "tenant", "default", {"tpm": 100})
+    # Reserved: ~1 prompt token (estimate) + 60; the echo uses 6 + 3 = 9 in fact.
+    first = _chat(gw, max_tokens=60)
+    assert first.status_code == 200
+    assert int(first.headers["x-ratelimit-remaining-tokens"]) < 40
+    # Settled to 9 used, so another 60-token reservation fits again...
+    assert _chat(gw, max_tokens=60).status_code == 200
+    # ...but not one that could exceed the minute's 100 tokens.
+    refused = _chat(gw, max_tokens=95)
+    assert refused.status_code == 429 and refused.json()["error"]["type"] == "tokens"
+
+
+def test_concurrency_limit(gw: Gateway, admin: httpx.Client) -> None:
+    _set(admin, "tenant", "default", {"concurrent": 1})
+
+    async def both() -> list[int]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            body = {"model": "slow", "messages": [{"role": "user", "content": "x"}]}
+            headers = {"authorization": f"Bearer {gw.tenant_key}"}
+            url = f"{gw.base_url}/chat/completions"
+            first = asyncio.create_task(http.post(url, json=body, headers=headers))
+            await asyncio.sleep(0.15)
+            second = await http.post(url, json=body, headers=headers)
+            return [(await first).status_code, second.status_code]
+
+    assert asyncio.run(both()) == [200, 429]
+    assert _chat(gw, "slow").status_code == 200  # the slot was released
+
+
+def test_dollar_budget_hard_and_soft(gw: Gateway, admin: httpx.Client) -> None:
+    _set(admin, "tenant", "default", {"usd_per_day": {"soft": 20, "hard": 40}})
+    # Each request: 6 prompt + 3 completion tokens = $12; reserved up to 1 + 2 * 5 = $11 first.
+    first = _chat(gw, "pricey", max_tokens=5)
+    assert first.status_code == 200 and "x-forebay-budget-warning" not in first.headers
+    second = _chat(gw, "pricey", max_tokens=5)
+    assert second.status_code == 200
+    assert "usd_per_day" in second.headers["x-forebay-budget-warning"]
+    third = _chat(gw, "pricey", max_tokens=5)
+    assert third.status_code == 200  # $24 spent + $11 reserved <= $40
+    refused = _chat(gw, "pricey", max_tokens=5)  # $36 + $11 > $40
+    assert refused.status_code == 429
+    err = refused.json()["error"]
+    assert err["type"] == "insufficient_quota" and err["code"] == "budget_exceeded"
+    assert "daily budget of $40.00" in err["message"] and "resets at" in err["message"]
+    assert int(refused.headers["retry-after"]) <= 86400
+    # A cheap model still fits, because its reservation is small.
+    assert _chat(gw, "echo", max_tokens=5).status_code == 200
+
+    usage = admin.get("/admin/limits/tenant/default").json()["usage"]["usd_per_day"]
+    assert usage["used"] == pytest.approx(36 + (6 * 1 + 3 * 2) / 1e6)
+    assert usage["limit"] == 40 and usage["soft"] == 20
+
+
+def test_key_limits_apply_alongside_the_tenants(gw: Gateway, admin: httpx.Client) -> None:
+    made = admin.post("/admin/keys", json={"tenant": "default"}).json()
+    _set(admin, "key", made["id"], {"rpm": 1})
+    _set(admin, "tenant", "default", {"rpm": 100})
+    assert _chat(gw, key=made["key"]).status_code == 200
+    refused = _chat(gw, key=made["key"])
+    assert (
+        refused.status_code == 429 and f"key '{made['id']}'" in refused.json()["error"]["message"]
+    )
+    assert _chat(gw).status_code == 200  # the tenant's other key is not affected
+
+
+def test_budget_survives_a_restart(
+    make_gateway: GatewayFactory, upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    data = tmp_path_factory.mktemp("budget-data")
+    first = make_gateway(_config(upstream.base_url), data_dir=data)
+    with httpx.Client(
+        base_url=first.url, headers={"authorization": f"Bearer {first.admin_key}"}
+    ) as admin:
+        _set(admin, "tenant", "default", {"usd_per_day": {"hard": 30}})
+    assert _chat(first, "pricey", max_tokens=5).status_code == 200
+    assert _chat(first, "pricey", max_tokens=5).status_code == 200  # $24 spent
+    deadline = time.monotonic() + 10
+    while len(first.ledger_rows()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.stop()
+    second = make_gateway(_config(upstream.base_url), data_dir=data)
+    second.tenant_key = first.tenant_key
+    # In-process counters start from the ledger's $24, not from zero.
+    assert _chat(second, "pricey", max_tokens=5).status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("path", "policy", "fragment"),
+    [
+        ("/admin/limits/tenant/default", {"rpm": 0}, "rpm"),
+        ("/admin/limits/tenant/default", {"usd_per_day": {"soft": 5, "hard": 1}}, "soft"),
+        ("/admin/limits/tenant/default", {"rpn": 5}, "rpn"),
+        ("/admin/limits/tenant/nobody", {"rpm": 5}, "nobody"),
+        ("/admin/limits/team/default", {"rpm": 5}, "/admin/limits/tenant"),
+    ],
+)
+def test_bad_policies_are_400(
+    admin: httpx.Client, path: str, policy: dict[str, object], fragment: str
+) -> None:
+    resp = admin.put(path, json=policy)
+    assert resp.status_code == 400
+    assert fragment in resp.json()["error"]["message"]
