@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import Engine
 from starlette.applications import Starlette
@@ -132,6 +133,30 @@ class Services:
         # down must not take every replica out of the load balancer.
         ready = all(w.ready for w in self.upstreams.workers.values()) and len(self.keyring) > 0
         return ready, {"deployments": deployments, "workers": workers}
+
+
+def prepare(settings: Settings, *, env_admin_key: str | None = None) -> Bootstrapped:
+    """Migrate the database and create the first keys, once, before worker
+    processes start (so keys are printed once, not once per worker)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(database_url(settings.database_url, settings.data_dir))
+    try:
+        upgrade(engine)
+        return bootstrap(TenancyStore(engine), env_admin_key=env_admin_key)
+    finally:
+        engine.dispose()
+
+
+def app_from_env() -> Starlette:
+    """The app of one `forebay serve --workers N` worker process."""
+    from forebay.config import load_settings
+
+    config = os.environ.get("FOREBAY_CONFIG")
+    data_dir = os.environ.get("FOREBAY_DATA_DIR")  # set by the parent to what it resolved
+    settings = load_settings(
+        Path(config) if config else None, data_dir=Path(data_dir) if data_dir else None
+    )
+    return create_app(build_services(settings, env_admin_key=env_admin_key()))
 
 
 def build_services(settings: Settings, *, env_admin_key: str | None = None) -> Services:

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import logging
-import sys
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from forebay.cli_common import (
+    ConfigOpt,
+    DataDirOpt,
+    JsonOpt,
+    err,
+    load_or_exit,
+    open_database,
+    out,
+    print_json,
+)
+from forebay.cli_limits import limits_app
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from forebay.config import Settings
+    from forebay.tenancy.store import TenancyStore
 
 app = typer.Typer(
     name="forebay",
@@ -26,56 +43,20 @@ config_app = typer.Typer(help="Check a forebay.yaml.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(config_app, name="config")
+app.add_typer(limits_app, name="limits")
 
 # --- sub-command registration (each capability owns its own cli module) ---
 # planner and sim register here: app.add_typer(plan_app, name="plan") etc.
 
-out = Console()
-err = Console(stderr=True)
 
-ConfigOpt = Annotated[
-    Optional[Path],  # noqa: UP045 - typer needs Optional here
-    typer.Option(
-        "--config",
-        "-c",
-        help="forebay.yaml; the built-in default when omitted.",
-        envvar="FOREBAY_CONFIG",
-    ),
-]
-DataDirOpt = Annotated[
-    Optional[Path],  # noqa: UP045
-    typer.Option("--data-dir", help="Where keys and the ledger live.", envvar="FOREBAY_DATA_DIR"),
-]
+def _settings(config: Path | None, data_dir: Path | None) -> Settings:
+    return load_or_exit(config, data_dir)
 
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _print_json(obj: object) -> None:
-    import orjson
-
-    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-def _settings(config: Path | None, data_dir: Path | None):  # type: ignore[no-untyped-def]
-    from forebay.config import ConfigError, load_settings
-
-    try:
-        return load_settings(config, data_dir=data_dir)
-    except ConfigError as exc:
-        err.print(f"[red]config error[/red]\n{exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-
-
-def _store(config: Path | None, data_dir: Path | None):  # type: ignore[no-untyped-def]
-    from forebay.db.engine import database_url, make_engine
-    from forebay.db.migrate import upgrade
+def _store(config: Path | None, data_dir: Path | None) -> tuple[TenancyStore, Engine]:
     from forebay.tenancy.store import TenancyStore
 
-    settings = _settings(config, data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(database_url(settings.database_url, settings.data_dir))
-    upgrade(engine)
+    engine = open_database(config, data_dir)
     return TenancyStore(engine), engine
 
 
@@ -85,40 +66,62 @@ def serve(
     data_dir: DataDirOpt = None,
     host: Annotated[Optional[str], typer.Option(help="Bind address.")] = None,  # noqa: UP045
     port: Annotated[Optional[int], typer.Option(help="Port (default 8080).")] = None,  # noqa: UP045
+    workers: Annotated[
+        int, typer.Option(min=1, help="Gateway processes; more than 1 needs redis.url.")
+    ] = 1,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Serve the OpenAI-compatible endpoint (the embedded local model by default)."""
     import uvicorn
 
-    from forebay.app import build_services, create_app, env_admin_key
+    from forebay.app import build_services, create_app, env_admin_key, prepare
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = _settings(config, data_dir)
-    services = build_services(settings, env_admin_key=env_admin_key())
-    for line in services.bootstrapped.announce():
-        out.print(line, highlight=False, soft_wrap=True)
+    if workers > 1 and not settings.redis.url:
+        err.print(
+            f"[red]error:[/red] --workers {workers} needs Redis: set redis.url in "
+            f"{settings.source if config else 'a forebay.yaml (--config)'}. Without shared "
+            "counters every worker would enforce each rate limit and budget on its own.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
     bind_host = host or settings.host
     bind_port = settings.port if port is None else port
+    run = {
+        "host": bind_host,
+        "port": bind_port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": log_level.lower(),
+        "access_log": False,
+        "timeout_graceful_shutdown": 30,
+    }
+    if workers == 1:
+        services = build_services(settings, env_admin_key=env_admin_key())
+        announce = services.bootstrapped.announce()
+    else:
+        announce = prepare(settings, env_admin_key=env_admin_key()).announce()
+    for line in announce:
+        out.print(line, highlight=False, soft_wrap=True)
     out.print(
         f"forebay serving {', '.join(settings.models) or 'no models'} on "
         f"http://{bind_host}:{bind_port}/v1  (config {settings.source}, "
-        f"revision {settings.revision}, "
-        f"data {settings.data_dir})",
+        f"revision {settings.revision}, data {settings.data_dir}, workers {workers})",
         highlight=False,
         soft_wrap=True,
     )
-    uvicorn.run(
-        create_app(services),
-        host=bind_host,
-        port=bind_port,
-        loop="uvloop",
-        http="httptools",
-        log_level=log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=30,
-    )
+    if workers == 1:
+        uvicorn.run(create_app(services), **run)  # type: ignore[arg-type]
+        return
+    # Each worker process builds its own services from the same config and data dir.
+    if config is not None:
+        os.environ["FOREBAY_CONFIG"] = str(config.resolve())
+    os.environ["FOREBAY_DATA_DIR"] = str(settings.data_dir.resolve())
+    uvicorn.run("forebay.app:app_from_env", factory=True, workers=workers, **run)  # type: ignore[arg-type]
 
 
 @keys_app.command("create")
@@ -156,7 +159,7 @@ def keys_list(
     """List keys (never the keys themselves: id, prefix, tenant, scope, state)."""
     store, _ = _store(config, data_dir)
     if as_json:
-        _print_json([asdict(k) for k in store.list_keys(tenant=tenant)])
+        print_json([asdict(k) for k in store.list_keys(tenant=tenant)])
         return
     table = Table("id", "prefix", "tenant", "models", "admin", "created", "state")
     for k in store.list_keys(tenant=tenant):
@@ -211,7 +214,7 @@ def tenants_list(
     """List tenants."""
     store, _ = _store(config, data_dir)
     if as_json:
-        _print_json([asdict(t) for t in store.list_tenants()])
+        print_json([asdict(t) for t in store.list_tenants()])
         return
     table = Table("id", "name", "created")
     for t in store.list_tenants():
@@ -241,7 +244,7 @@ def usage(
     _, engine = _store(config, data_dir)
     rows = summarize(engine, since=start, by=by)  # type: ignore[arg-type]
     if as_json:
-        _print_json([asdict(r) for r in rows])
+        print_json([asdict(r) for r in rows])
         return
     table = Table(
         by,
