@@ -62,6 +62,7 @@ class Services:
     policies: PolicyStore
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _seeded: set[str] = field(default_factory=set)
+    _recoveries_seen: int = 0
 
     async def refresh_keys(self) -> None:
         """Keys and limit policies, re-read together (neither is read per request)."""
@@ -72,6 +73,10 @@ class Services:
     async def _seed_budgets(self) -> None:
         """Start each budget period's counter from the spend already in the ledger,
         so a restart (or a fresh Redis) does not hand out a budget twice."""
+        recoveries = getattr(self.limiter.store, "recoveries", 0)
+        if recoveries != self._recoveries_seen:
+            self._recoveries_seen = recoveries
+            self._seeded.clear()
         now = time.time()
         for p in self.keyring.principals():
             if p.tenant_id is None:

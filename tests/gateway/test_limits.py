@@ -104,27 +104,37 @@ def test_concurrency_limit(gw: Gateway, admin: httpx.Client) -> None:
 
 
 def test_dollar_budget_hard_and_soft(gw: Gateway, admin: httpx.Client) -> None:
-    _set(admin, "tenant", "default", {"usd_per_day": {"soft": 20, "hard": 40}})
-    # Each request: 6 prompt + 3 completion tokens = $12; reserved up to 1 + 2 * 5 = $11 first.
+    _set(admin, "tenant", "default", {"usd_per_day": {"soft": 40, "hard": 80}})
+    # A `pricey` request reserves an upper bound, $39 (29 prompt tokens: 5 bytes + chat
+    # template; 5 completion tokens), and settles to what it used: $12 (6 + 3 tokens).
     first = _chat(gw, "pricey", max_tokens=5)
     assert first.status_code == 200 and "x-forebay-budget-warning" not in first.headers
-    second = _chat(gw, "pricey", max_tokens=5)
+    second = _chat(gw, "pricey", max_tokens=5)  # $12 spent + $39 reserved: past soft $40
     assert second.status_code == 200
     assert "usd_per_day" in second.headers["x-forebay-budget-warning"]
-    third = _chat(gw, "pricey", max_tokens=5)
-    assert third.status_code == 200  # $24 spent + $11 reserved <= $40
-    refused = _chat(gw, "pricey", max_tokens=5)  # $36 + $11 > $40
+    assert [_chat(gw, "pricey", max_tokens=5).status_code for _ in range(2)] == [200, 200]
+    refused = _chat(gw, "pricey", max_tokens=5)  # $48 + $39 > $80
     assert refused.status_code == 429
     err = refused.json()["error"]
     assert err["type"] == "insufficient_quota" and err["code"] == "budget_exceeded"
-    assert "daily budget of $40.00" in err["message"] and "resets at" in err["message"]
+    assert "daily budget of $80.00" in err["message"] and "resets at" in err["message"]
     assert int(refused.headers["retry-after"]) <= 86400
     # A cheap model still fits, because its reservation is small.
     assert _chat(gw, "echo", max_tokens=5).status_code == 200
 
     usage = admin.get("/admin/limits/tenant/default").json()["usage"]["usd_per_day"]
-    assert usage["used"] == pytest.approx(36 + (6 * 1 + 3 * 2) / 1e6)
-    assert usage["limit"] == 40 and usage["soft"] == 20
+    assert usage["used"] == pytest.approx(48 + (6 * 1 + 3 * 2) / 1e6)
+    assert usage["limit"] == 80 and usage["soft"] == 40
+
+
+def test_missing_max_tokens_is_capped_to_the_reservation(
+    gw: Gateway, admin: httpx.Client, upstream: Upstream
+) -> None:
+    assert _chat(gw).status_code == 200
+    assert "max_tokens" not in upstream.fake.seen[-1].body  # no limits: the body is untouched
+    _set(admin, "tenant", "default", {"tpm": 100_000})
+    assert _chat(gw).status_code == 200
+    assert upstream.fake.seen[-1].body["max_tokens"] == 1024  # limits.default_output_reserve
 
 
 def test_key_limits_apply_alongside_the_tenants(gw: Gateway, admin: httpx.Client) -> None:
@@ -147,7 +157,7 @@ def test_budget_survives_a_restart(
     with httpx.Client(
         base_url=first.url, headers={"authorization": f"Bearer {first.admin_key}"}
     ) as admin:
-        _set(admin, "tenant", "default", {"usd_per_day": {"hard": 30}})
+        _set(admin, "tenant", "default", {"usd_per_day": {"hard": 60}})
     assert _chat(first, "pricey", max_tokens=5).status_code == 200
     assert _chat(first, "pricey", max_tokens=5).status_code == 200  # $24 spent
     deadline = time.monotonic() + 10
@@ -156,7 +166,7 @@ def test_budget_survives_a_restart(
     first.stop()
     second = make_gateway(_config(upstream.base_url), data_dir=data)
     second.tenant_key = first.tenant_key
-    # In-process counters start from the ledger's $24, not from zero.
+    # In-process counters start from the ledger's $24, not from zero: $24 + $39 > $60.
     assert _chat(second, "pricey", max_tokens=5).status_code == 429
 
 

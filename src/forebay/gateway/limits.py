@@ -5,7 +5,10 @@ touches: requests and tokens per minute (prompt tokens + max_tokens), the
 concurrency slot, and $ and token budgets per day and month (with the most
 expensive deployment of the alias as the cost estimate). After the request,
 its reservation is settled with the real counts, off the response path.
-Callers without any policy skip this stage entirely.
+Reservations are upper bounds (prompt bytes plus chat-template tokens, and
+max_tokens, which is set to `limits.default_output_reserve` when a limited
+caller leaves it out), so concurrent requests can never spend past a hard
+budget. Callers without any policy skip this stage entirely.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 
 from forebay.api.errors import ApiError
 from forebay.config import LimitsConfig, ModelAlias
-from forebay.gateway.metering import estimate_prompt_tokens
+from forebay.gateway.metering import prompt_token_bound
 from forebay.gateway.recorder import Exchange
 from forebay.gateway.validate import ParsedRequest, max_output_tokens
 from forebay.state.counters import Adjustment, Check, CounterStore, InProcessCounters, Outcome
@@ -143,11 +146,15 @@ class Limiter:
         subjects = self.subjects(p)
         if not subjects:
             return
-        prompt = estimate_prompt_tokens(req.payload)
+        prompt = prompt_token_bound(req.payload)
         output = 0
         if ex.endpoint is not Endpoint.EMBEDDINGS:
-            output = max_output_tokens(req.payload) or self._config.default_output_reserve
-            output *= _choices(req)
+            asked = max_output_tokens(req.payload)
+            if asked is None:
+                # The reservation must bound what the upstream may generate.
+                asked = self._config.default_output_reserve
+                req.payload["max_tokens"] = asked
+            output = asked * _choices(req)
         tokens = float(prompt + output)
         usd = max(
             (

@@ -25,23 +25,56 @@ def usage_counts(usage: Any) -> tuple[int, int] | None:
     return prompt, completion if isinstance(completion, int) else 0
 
 
-def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
-    chars = 0
+def _prompt_text(payload: dict[str, Any]) -> tuple[int, int, int]:
+    """(characters, UTF-8 bytes, messages) of the prompt text in a request body."""
+    chars = size = count = 0
+
+    def add(text: str) -> None:
+        nonlocal chars, size
+        chars += len(text)
+        size += len(text.encode("utf-8", "surrogatepass"))
+
     for msg in payload.get("messages") or ():
+        count += 1
         content = msg.get("content") if isinstance(msg, dict) else None
         if isinstance(content, str):
-            chars += len(content)
+            add(content)
         elif isinstance(content, list):
             for part in content:
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    chars += len(part["text"])
+                    add(part["text"])
     for key in ("prompt", "input"):
         value = payload.get(key)
         if isinstance(value, str):
-            chars += len(value)
+            add(value)
         elif isinstance(value, list):
-            chars += sum(len(v) for v in value if isinstance(v, str))
+            for v in value:
+                if isinstance(v, str):
+                    add(v)
+                elif isinstance(v, int):  # a token id
+                    chars += CHARS_PER_TOKEN
+                    size += 1
+    return chars, size, count
+
+
+def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
+    """A typical count, for the ledger when the upstream reports none."""
+    chars, _, _ = _prompt_text(payload)
     return max(1, chars // CHARS_PER_TOKEN) if chars else 0
+
+
+# Chat templates wrap each message in a few special tokens (role markers, turn ends).
+TEMPLATE_TOKENS_PER_MESSAGE = 8
+TEMPLATE_TOKENS_PER_REQUEST = 16
+
+
+def prompt_token_bound(payload: dict[str, Any]) -> int:
+    """An upper bound on the prompt tokens any byte-level tokenizer can produce
+    (at most one token per byte, plus the chat template), so reserving it
+    before dispatch can never be less than what the upstream then counts."""
+    _, size, messages = _prompt_text(payload)
+    extra = len(str(payload.get("tools") or "")) + len(str(payload.get("response_format") or ""))
+    return size + extra + messages * TEMPLATE_TOKENS_PER_MESSAGE + TEMPLATE_TOKENS_PER_REQUEST
 
 
 def cost_usd(dep: Deployment, prompt: int, completion: int) -> float:

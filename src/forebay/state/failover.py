@@ -54,6 +54,9 @@ class RedisWithFallback:
         self._degraded = False
         self._on_degraded = on_degraded
         self._local_tokens: set[str] = set()
+        # Bumped each time Redis comes back: it may have restarted empty, so
+        # budget counters must be seeded from the ledger again.
+        self.recoveries = 0
 
     @property
     def degraded(self) -> bool:
@@ -72,6 +75,7 @@ class RedisWithFallback:
                 self._budget_mode,
             )
         else:
+            self.recoveries += 1
             log.warning("Redis reachable again; limits are shared across replicas")
 
     async def reserve(self, checks: Sequence[Check], *, now: float, token: str) -> Outcome:
