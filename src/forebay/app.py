@@ -30,7 +30,7 @@ from forebay.gateway.auth import KeyRing
 from forebay.gateway.limits import Limiter, budget_key, period_bounds
 from forebay.gateway.pipeline import Gateway
 from forebay.gateway.recorder import Recorder
-from forebay.gateway.routing import Router
+from forebay.gateway.traffic import build_traffic
 from forebay.ledger.writer import LedgerWriter
 from forebay.state.counters import CounterStore, InProcessCounters
 from forebay.state.failover import RedisWithFallback
@@ -186,10 +186,17 @@ def build_services(settings: Settings, *, env_admin_key: str | None = None) -> S
     upstreams = build_upstreams(settings, log_dir=settings.data_dir / "logs")
     recorder = Recorder(ledger, metrics, settings.revision)
     limiter = Limiter(PolicyBook(), _counter_store(settings, metrics), settings.limits, metrics)
+    traffic = build_traffic(
+        settings,
+        upstreams.by_alias,
+        on_shed=lambda alias, cls: metrics.shed.labels(alias, cls).inc(),
+        on_eject=lambda name: metrics.ejections.labels(name).inc(),
+    )
     gateway = Gateway(
         models=settings.models,
         keyring=keyring,
-        router=Router(upstreams.by_alias),
+        traffic=traffic,
+        resilience=settings.resilience,
         recorder=recorder,
         max_body_bytes=settings.max_body_bytes,
         limiter=limiter,

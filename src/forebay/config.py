@@ -28,6 +28,15 @@ class ConfigError(Exception):
     """A configuration problem, already phrased for the person who must fix it."""
 
 
+from forebay.config_traffic import (  # noqa: E402 - kept next to the classes that use them
+    DEFAULT_CLASSES,
+    AdmissionConfig,
+    ResilienceConfig,
+    RoutingConfig,
+    TrafficClassConfig,
+)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,6 +67,14 @@ class DeploymentConfig(_Strict):
     connect_timeout_s: float = Field(5.0, gt=0)
     max_connections: int = Field(256, ge=1)
     headers: dict[str, str] = {}
+    weight: float = Field(1.0, gt=0, description="share of traffic under the weighted policy")
+    max_concurrency: int | None = Field(None, ge=1, description="static cap on requests in flight")
+    adaptive_concurrency: bool = Field(
+        True, description="lower the cap when latency rises, raise it while latency holds"
+    )
+    first_byte_timeout_s: float | None = Field(
+        None, gt=0, description="per-try limit on waiting for the first byte"
+    )
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> DeploymentConfig:
@@ -75,6 +92,7 @@ class DeploymentConfig(_Strict):
 class ModelConfig(_Strict):
     kind: Literal["chat", "embedding"] = "chat"
     description: str = ""
+    routing: RoutingConfig = RoutingConfig()
     deployments: list[DeploymentConfig] = Field(min_length=1)
 
 
@@ -137,7 +155,19 @@ class RawConfig(_Strict):
     ledger: LedgerConfig = LedgerConfig()
     local: LocalConfig = LocalConfig()
     key_refresh_s: float = Field(5.0, gt=0)
+    classes: dict[str, TrafficClassConfig] = DEFAULT_CLASSES
+    admission: AdmissionConfig = AdmissionConfig()
+    resilience: ResilienceConfig = ResilienceConfig()
     models: dict[str, ModelConfig] = {}
+
+    @model_validator(mode="after")
+    def _default_class_exists(self) -> RawConfig:
+        if self.admission.default_class not in self.classes:
+            raise ValueError(
+                f"admission.default_class {self.admission.default_class!r} is not one of the "
+                f"classes: {sorted(self.classes)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_deployments(self) -> RawConfig:
@@ -210,6 +240,10 @@ class Deployment:
     connect_timeout_s: float
     max_connections: int
     headers: tuple[tuple[str, str], ...] = field(repr=False)
+    weight: float = 1.0
+    max_concurrency: int | None = None
+    adaptive_concurrency: bool = True
+    first_byte_timeout_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +252,7 @@ class ModelAlias:
     kind: Literal["chat", "embedding"]
     description: str
     deployments: tuple[Deployment, ...]
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +269,9 @@ class Settings:
     ledger: LedgerConfig
     local: LocalConfig
     key_refresh_s: float
+    classes: Mapping[str, TrafficClassConfig]
+    admission: AdmissionConfig
+    resilience: ResilienceConfig
     models: Mapping[str, ModelAlias]
     revision: str
     source: str
@@ -356,9 +394,13 @@ def _freeze(
                     connect_timeout_s=d.connect_timeout_s,
                     max_connections=d.max_connections,
                     headers=tuple(sorted(d.headers.items())),
+                    weight=d.weight,
+                    max_concurrency=d.max_concurrency,
+                    adaptive_concurrency=d.adaptive_concurrency,
+                    first_byte_timeout_s=d.first_byte_timeout_s,
                 )
             )
-        models[alias] = ModelAlias(alias, m.kind, m.description, tuple(deps))
+        models[alias] = ModelAlias(alias, m.kind, m.description, tuple(deps), m.routing)
     return Settings(
         host=raw.server.host,
         port=raw.server.port,
@@ -370,6 +412,9 @@ def _freeze(
         ledger=raw.ledger,
         local=raw.local,
         key_refresh_s=raw.key_refresh_s,
+        classes=dict(raw.classes),
+        admission=raw.admission,
+        resilience=raw.resilience,
         models=models,
         revision=revision,
         source=source,

@@ -43,6 +43,8 @@ api_keys = Table(
     Column("name", String(200), nullable=False, server_default=""),
     Column("models", Text, nullable=True),  # JSON list of aliases; NULL means every model
     Column("is_admin", Boolean, nullable=False, server_default="0"),
+    Column("default_class", String(40), nullable=True),  # NULL: the configured default
+    Column("classes", Text, nullable=True),  # JSON list of traffic classes; NULL means all
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
 )

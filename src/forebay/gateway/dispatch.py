@@ -1,81 +1,224 @@
-"""Stage 5: send the request to the chosen deployment and relay the answer.
+"""Stage 6: send the request to a deployment and relay the answer.
 
-Failover happens only before the first byte reaches the client: for a stream,
-the first upstream chunk is awaited before the response starts, so a
-deployment that dies before answering is replaced by the next one unseen.
+Tries happen only before the first byte reaches the client: for a stream the
+first upstream chunk is awaited before the response starts, so a deployment
+that fails before answering is replaced unseen. Between tries: fully jittered
+exponential backoff, and a retry budget (retries in flight at most
+`retry_budget_ratio` of the requests in flight, with a floor), so a dead
+upstream sees about 1.2x the inbound attempts rather than `max_attempts`x.
+Classes with `hedge` send a second try to another deployment once the first
+has taken longer than its deployment's p95 time to first byte; the first to
+answer wins, the other is cancelled, and both are charged.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from forebay.api.errors import ApiError, upstream_error
+from forebay.config_traffic import ResilienceConfig
+from forebay.gateway.admission import Lease, Pool, Ticket
+from forebay.gateway.failures import as_api_error, short, worth_failover
 from forebay.gateway.metering import estimate_prompt_tokens, usage_counts
 from forebay.gateway.recorder import Exchange, Recorder
-from forebay.gateway.routing import RouteChoice
 from forebay.gateway.sse import SseRelay, error_event
 from forebay.gateway.validate import ParsedRequest
-from forebay.upstreams.base import UpstreamFailure, UpstreamStream
+from forebay.upstreams.base import UpstreamFailure, UpstreamReply, UpstreamStream
 
-# Upstream statuses that say "this deployment cannot serve now", worth another.
-_FAILOVER_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Upstream statuses that are about the caller's request; passed back as-is.
-_CALLER_STATUSES = frozenset({400, 413, 422})
+
+@dataclass
+class Opened:
+    """A try that got its first byte: a whole reply, or a stream's first chunk."""
+
+    lease: Lease
+    started: float
+    ttft_s: float
+    reply: UpstreamReply | None = None
+    body: dict[str, Any] | None = None
+    handle: UpstreamStream | None = None
+    chunks: AsyncIterator[bytes] | None = None
+    first: bytes = b""
+
+    def discard(self) -> None:
+        if self.handle is not None:
+            self.handle.release()
+
+
+def backoff_s(attempt: int, r: ResilienceConfig) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
+    ceiling = min(r.backoff_cap_ms, r.backoff_base_ms * 2 ** (attempt - 1)) / 1000
+    return random.uniform(0, ceiling)
 
 
 class Dispatcher:
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, resilience: ResilienceConfig) -> None:
         self._recorder = recorder
+        self._r = resilience
 
     async def send(
-        self, ex: Exchange, req: ParsedRequest, choices: Sequence[RouteChoice]
+        self, ex: Exchange, req: ParsedRequest, pool: Pool, ticket: Ticket, *, hedge: bool
     ) -> Response:
-        failed: list[str] = []
-        last: UpstreamFailure | None = None
-        for choice in choices:
-            dep = choice.upstream.deployment
-            ex.deployment = dep
-            ex.route_reason = choice.reason(failed)
-            payload = _upstream_payload(req, dep.upstream_model)
-            try:
-                if req.stream:
-                    return await self._open_stream(ex, req, choice, payload)
-                return await self._complete(ex, req, choice, payload)
-            except UpstreamFailure as failure:
-                last = failure
-                if not _worth_failover(failure):
-                    break
-                failed.append(f"{dep.name} failed: {_short(failure)}")
-        assert last is not None and ex.deployment is not None
-        raise _as_api_error(last, ex.deployment.name, ex.deployment.api_key)
-
-    async def _complete(
-        self, ex: Exchange, req: ParsedRequest, choice: RouteChoice, payload: dict[str, Any]
-    ) -> Response:
-        reply = await choice.upstream.complete(ex.endpoint, payload)
+        pool.requests_in_flight += 1
+        notes: list[str] = []
+        attempt = 0
         try:
-            obj = orjson.loads(reply.body)
-        except orjson.JSONDecodeError:
-            raise UpstreamFailure("protocol", "the upstream's answer is not JSON") from None
-        counts = usage_counts(obj.get("usage")) if isinstance(obj, dict) else None
-        if counts is None:
-            ex.prompt_tokens = estimate_prompt_tokens(req.payload)
-            ex.completion_tokens = _estimate_completion(obj)
-            ex.estimated = True
-        else:
-            ex.prompt_tokens, ex.completion_tokens = counts
-        ex.status = reply.status
-        return Response(reply.body, reply.status, _route_headers(ex), media_type="application/json")
+            while True:
+                is_retry = attempt > 0
+                try:
+                    lease = await pool.acquire(ticket, retry=is_retry)
+                    ex.deployment = lease.state.upstream.deployment
+                    ex.route_reason = lease.reason(notes)
+                    try:
+                        opened = await self._open(ex, req, pool, ticket, lease, hedge=hedge)
+                    except UpstreamFailure as failure:
+                        pool.failed(lease, failure)
+                        notes.append(f"{lease.state.name} failed: {short(failure)}")
+                        attempt += 1
+                        retry = self._may_retry(failure, attempt, pool, ticket, notes)
+                        ex.route_reason = lease.reason(notes)
+                        if not retry:
+                            dep = lease.state.upstream.deployment
+                            raise as_api_error(failure, dep.name, dep.api_key) from None
+                        ticket = replace(ticket, exclude=ticket.exclude | {lease.state.name})
+                        await asyncio.sleep(backoff_s(attempt, self._r))
+                        continue
+                finally:
+                    if is_retry:  # this retry's try is over, whatever its outcome
+                        pool.retries_in_flight -= 1
+                ex.deployment = opened.lease.state.upstream.deployment
+                ex.route_reason = opened.lease.reason(notes + ex.route_notes)
+                return self._respond(ex, req, pool, opened)
+        finally:
+            pool.requests_in_flight -= 1
 
-    async def _open_stream(
-        self, ex: Exchange, req: ParsedRequest, choice: RouteChoice, payload: dict[str, Any]
-    ) -> Response:
-        handle = await choice.upstream.open_stream(ex.endpoint, payload)
+    def _may_retry(
+        self, failure: UpstreamFailure, attempt: int, pool: Pool, ticket: Ticket, notes: list[str]
+    ) -> bool:
+        if not worth_failover(failure) or attempt >= self._r.max_attempts:
+            return False
+        if time.monotonic() >= ticket.deadline:
+            notes.append("deadline reached")
+            return False
+        if not pool.available(time.monotonic())[0]:
+            return False  # e.g. the only deployment asked us to back off (429)
+        allowed = max(
+            self._r.retry_budget_min, self._r.retry_budget_ratio * pool.requests_in_flight
+        )
+        if pool.retries_in_flight >= allowed:
+            notes.append("retry budget exhausted")
+            return False
+        pool.retries_in_flight += 1  # held until the retry's own try ends
+        return True
+
+    async def _open(
+        self,
+        ex: Exchange,
+        req: ParsedRequest,
+        pool: Pool,
+        ticket: Ticket,
+        lease: Lease,
+        *,
+        hedge: bool,
+    ) -> Opened:
+        if not hedge:
+            return await self._try(req, lease, ticket)
+        primary = asyncio.create_task(self._try(req, lease, ticket))
+        delay = lease.state.ttft_p95_s() or ticket.cls.ttft_slo_ms / 1000
+        done, _ = await asyncio.wait({primary}, timeout=delay)
+        if done:
+            return primary.result()
+        second = pool.try_acquire(
+            replace(ticket, exclude=ticket.exclude | {lease.state.name}), strict_exclude=True
+        )
+        if second is None:
+            return await primary
+        secondary = asyncio.create_task(self._try(req, second, ticket))
+        leases = {primary: lease, secondary: second}
+        pending: set[asyncio.Task[Opened]] = {primary, secondary}
+        primary_failure: UpstreamFailure | None = None
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    exc = task.exception()
+                    if exc is None:
+                        winner = task.result()
+                        await self._cancel_losers(ex, req, pool, pending, leases)
+                        pending = set()
+                        loser = second if winner.lease is lease else lease
+                        ex.route_notes.append(
+                            f"hedged after {delay * 1000:.0f} ms: {loser.state.name} lost"
+                        )
+                        if primary_failure is not None:
+                            pool.failed(lease, primary_failure)
+                        return winner
+                    if not isinstance(exc, UpstreamFailure):
+                        raise exc
+                    if task is primary:
+                        primary_failure = exc
+                    else:
+                        pool.failed(second, exc)
+        except BaseException:
+            await self._cancel_losers(ex, req, pool, pending, leases)
+            raise
+        assert primary_failure is not None
+        raise primary_failure
+
+    async def _cancel_losers(
+        self,
+        ex: Exchange,
+        req: ParsedRequest,
+        pool: Pool,
+        pending: set[asyncio.Task[Opened]],
+        leases: dict[asyncio.Task[Opened], Lease],
+    ) -> None:
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, UpstreamFailure):
+                (await task).discard()  # it got its first byte just as it lost
+            loser = leases[task]
+            pool.release(loser)
+            # The loser's prompt was (at least partly) processed: the tenant pays for it.
+            dep = loser.state.upstream.deployment
+            ex.extra_cost_usd += estimate_prompt_tokens(req.payload) * dep.usd_per_input_token
+
+    async def _try(self, req: ParsedRequest, lease: Lease, ticket: Ticket) -> Opened:
+        dep = lease.state.upstream.deployment
+        payload = _upstream_payload(req, dep.upstream_model)
+        limit = max(0.001, ticket.deadline - time.monotonic())
+        if dep.first_byte_timeout_s is not None:
+            limit = min(limit, dep.first_byte_timeout_s)
+        started = time.perf_counter()
+        try:
+            return await asyncio.wait_for(self._first_byte(req, lease, payload, started), limit)
+        except TimeoutError:
+            raise UpstreamFailure(
+                "timeout", f"no first byte within {limit * 1000:.0f} ms"
+            ) from None
+
+    async def _first_byte(
+        self, req: ParsedRequest, lease: Lease, payload: dict[str, Any], started: float
+    ) -> Opened:
+        upstream = lease.state.upstream
+        if not req.stream:
+            reply = await upstream.complete(req.endpoint, payload)
+            try:
+                body = orjson.loads(reply.body)
+            except orjson.JSONDecodeError:
+                body = None
+            if not isinstance(body, dict):
+                raise UpstreamFailure("protocol", "the upstream's answer is not a JSON object")
+            return Opened(lease, started, time.perf_counter() - started, reply=reply, body=body)
+        handle = await upstream.open_stream(req.endpoint, payload)
         chunks = handle.chunks()
         try:
             first = await anext(chunks)
@@ -87,28 +230,53 @@ class Dispatcher:
         except BaseException:
             handle.release()
             raise
+        return Opened(
+            lease, started, time.perf_counter() - started, handle=handle, chunks=chunks, first=first
+        )
+
+    def _respond(self, ex: Exchange, req: ParsedRequest, pool: Pool, opened: Opened) -> Response:
+        if opened.reply is not None and opened.body is not None:
+            return self._complete(ex, req, pool, opened, opened.reply, opened.body)
+        assert opened.handle is not None and opened.chunks is not None
         relay = SseRelay(client_wants_usage=req.include_usage)
         return StreamingResponse(
-            self._relay(ex, req, handle, chunks, first, relay),
+            self._relay(ex, req, pool, opened, relay),
             headers={**_route_headers(ex), "cache-control": "no-cache"},
             media_type="text/event-stream",
         )
 
-    async def _relay(
+    def _complete(
         self,
         ex: Exchange,
         req: ParsedRequest,
-        handle: UpstreamStream,
-        chunks: AsyncIterator[bytes],
-        first: bytes,
-        relay: SseRelay,
+        pool: Pool,
+        opened: Opened,
+        reply: UpstreamReply,
+        obj: dict[str, Any],
+    ) -> Response:
+        counts = usage_counts(obj.get("usage"))
+        if counts is None:
+            ex.prompt_tokens = estimate_prompt_tokens(req.payload)
+            ex.completion_tokens = _estimate_completion(obj)
+            ex.estimated = True
+        else:
+            ex.prompt_tokens, ex.completion_tokens = counts
+        ex.status = reply.status
+        latency = time.perf_counter() - opened.started
+        pool.succeeded(opened.lease, None, latency, ex.prompt_tokens + ex.completion_tokens)
+        return Response(reply.body, reply.status, _route_headers(ex), media_type="application/json")
+
+    async def _relay(
+        self, ex: Exchange, req: ParsedRequest, pool: Pool, opened: Opened, relay: SseRelay
     ) -> AsyncIterator[bytes]:
+        assert opened.handle is not None and opened.chunks is not None
+        failure: UpstreamFailure | None = None
         try:
-            out = relay.feed(first)
+            out = relay.feed(opened.first)
             if out:
                 ex.mark_first_token()
                 yield out
-            async for chunk in chunks:
+            async for chunk in opened.chunks:
                 out = relay.feed(chunk)
                 if out:
                     ex.mark_first_token()
@@ -118,25 +286,44 @@ class Dispatcher:
                 yield out
             if relay.upstream_error is not None:
                 ex.fail(502, "upstream_stream_error")
-        except UpstreamFailure as failure:
-            ex.fail(502 if failure.kind != "timeout" else 504, f"stream_{failure.kind}")
+        except UpstreamFailure as exc:
+            failure = exc
+            ex.fail(502 if exc.kind != "timeout" else 504, f"stream_{exc.kind}")
             yield error_event(
-                f"The upstream stream from deployment '{_name(ex)}' "
-                f"failed after it started ({failure.detail}); the answer above is incomplete.",
+                f"The upstream stream from deployment '{opened.lease.state.name}' failed after "
+                f"it started ({exc.detail}); the answer above is incomplete.",
                 "upstream_stream_failed",
             )
         except (asyncio.CancelledError, GeneratorExit):
             ex.fail(499, "client_disconnected")
             raise
         finally:
-            handle.release()
+            opened.handle.release()
             if relay.usage is not None:
                 ex.prompt_tokens, ex.completion_tokens = relay.usage
             else:
                 ex.prompt_tokens = estimate_prompt_tokens(req.payload)
                 ex.completion_tokens = relay.content_events
                 ex.estimated = True
+            tokens = ex.prompt_tokens + ex.completion_tokens
+            if failure is not None:
+                pool.failed(opened.lease, failure, tokens=tokens)
+            else:
+                latency = time.perf_counter() - opened.started
+                pool.succeeded(opened.lease, opened.ttft_s, latency, tokens)
             self._recorder.finish(ex)
+
+
+def _estimate_completion(obj: dict[str, Any]) -> int:
+    chars = 0
+    for choice in obj.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        msg = choice.get("message")
+        text = msg.get("content") if isinstance(msg, dict) else choice.get("text")
+        if isinstance(text, str):
+            chars += len(text)
+    return chars // 4
 
 
 def _upstream_payload(req: ParsedRequest, upstream_model: str) -> dict[str, Any]:
@@ -150,115 +337,5 @@ def _upstream_payload(req: ParsedRequest, upstream_model: str) -> dict[str, Any]
     return payload
 
 
-def _name(ex: Exchange) -> str:
-    return ex.deployment.name if ex.deployment else "?"
-
-
 def _route_headers(ex: Exchange) -> dict[str, str]:
     return {"x-forebay-route": ex.route_reason or "", "x-request-id": ex.request_id, **ex.headers}
-
-
-def _estimate_completion(obj: Any) -> int:
-    if not isinstance(obj, dict):
-        return 0
-    chars = 0
-    for choice in obj.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        msg = choice.get("message")
-        text = msg.get("content") if isinstance(msg, dict) else choice.get("text")
-        if isinstance(text, str):
-            chars += len(text)
-    return chars // 4
-
-
-def _worth_failover(failure: UpstreamFailure) -> bool:
-    if failure.kind in ("connect", "unavailable", "protocol"):
-        return True
-    return failure.kind == "status" and failure.status in _FAILOVER_STATUSES
-
-
-def _short(failure: UpstreamFailure) -> str:
-    return f"HTTP {failure.status}" if failure.status else failure.kind
-
-
-def _as_api_error(failure: UpstreamFailure, deployment: str, secret: str | None) -> ApiError:
-    if failure.kind == "status" and failure.status in _CALLER_STATUSES:
-        body = failure.body
-        if secret and secret.encode() in body:
-            body = body.replace(secret.encode(), b"[redacted]")
-        message = (
-            _upstream_message(body) or f"the upstream rejected the request (HTTP {failure.status})"
-        )
-        return ApiError(failure.status, message, code="upstream_rejected_request")
-    if failure.kind == "status" and failure.status == 429:
-        retry = failure.retry_after or ""
-        retry = retry if retry.isdigit() else "1"
-        return ApiError(
-            429,
-            f"Deployment '{deployment}' is rate limiting Forebay; retry after {retry} s.",
-            type="rate_limit_error",
-            code="upstream_rate_limited",
-            headers={"retry-after": retry},
-        )
-    if failure.kind == "status" and failure.status in (401, 403):
-        return upstream_error(
-            502,
-            f"Deployment '{deployment}' rejected Forebay's credentials (HTTP {failure.status}); "
-            "an admin must fix its api_key in forebay.yaml.",
-            code="upstream_auth_failed",
-        )
-    if failure.kind == "timeout":
-        return upstream_error(
-            504,
-            f"Deployment '{deployment}' did not answer in time; retry, or ask for fewer tokens.",
-            code="upstream_timeout",
-        )
-    if failure.kind == "unavailable" or failure.status == 503:
-        hint = failure.retry_after or ""
-        wait = int(hint) if hint.isdigit() else 5
-        return upstream_error(
-            503,
-            f"Deployment '{deployment}' is not ready or overloaded; retry in {wait} s.",
-            code="upstream_unavailable",
-            retry_after=wait,
-        )
-    if failure.status == 504:
-        return upstream_error(
-            504,
-            f"Deployment '{deployment}' timed out upstream; retry, or ask for fewer tokens.",
-            code="upstream_timeout",
-        )
-    if failure.kind == "connect":
-        return upstream_error(
-            502,
-            f"Deployment '{deployment}' could not be reached; "
-            "retry, and tell an admin if it persists.",
-            code="upstream_unreachable",
-        )
-    detail = f"HTTP {failure.status}" if failure.status else failure.detail
-    return upstream_error(
-        502,
-        f"Deployment '{deployment}' failed ({detail}); retry, and tell an admin if it persists.",
-        code="upstream_failed",
-    )
-
-
-def _upstream_message(body: bytes) -> str | None:
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(obj, dict):
-        err = obj.get("error")
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return str(err["message"])[:2000]
-        if isinstance(err, str):
-            return err[:2000]
-        if isinstance(obj.get("detail"), str):
-            return str(obj["detail"])[:2000]
-    return None
-
-
-def error_type_for(err: ApiError) -> str:
-    return err.code or err.type

@@ -1,9 +1,11 @@
-"""The request pipeline: auth → body → validate → model and scope → limits →
-route → dispatch → record. Each stage lives in its own module; this one only orders
-them and guarantees that every request is recorded exactly once."""
+"""The request pipeline: auth → body → validate → model, scope and class →
+limits → admission and routing → dispatch → record. Each stage lives in its
+own module; this one only orders them and guarantees that every request is
+recorded exactly once."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from starlette.requests import Request
@@ -11,11 +13,14 @@ from starlette.responses import Response, StreamingResponse
 
 from forebay.api.errors import ApiError, forbidden, not_found, too_large, upstream_error
 from forebay.config import ModelAlias
+from forebay.config_traffic import ResilienceConfig
 from forebay.gateway.auth import KeyRing, authenticate
-from forebay.gateway.dispatch import Dispatcher, error_type_for
+from forebay.gateway.classes import CLASS_HEADER, resolve_class
+from forebay.gateway.dispatch import Dispatcher
+from forebay.gateway.failures import error_type_for
 from forebay.gateway.limits import Limiter
 from forebay.gateway.recorder import Exchange, Recorder
-from forebay.gateway.routing import Router
+from forebay.gateway.traffic import Traffic
 from forebay.gateway.validate import kind_mismatch, parse_json, parse_request
 from forebay.upstreams.base import Endpoint
 
@@ -26,17 +31,18 @@ class Gateway:
         *,
         models: Mapping[str, ModelAlias],
         keyring: KeyRing,
-        router: Router,
+        traffic: Traffic,
         recorder: Recorder,
+        resilience: ResilienceConfig,
         max_body_bytes: int,
         limiter: Limiter | None = None,
     ) -> None:
         self._limiter = limiter
         self._models = models
         self._keyring = keyring
-        self._router = router
+        self._traffic = traffic
         self._recorder = recorder
-        self._dispatcher = Dispatcher(recorder)
+        self._dispatcher = Dispatcher(recorder, resilience)
         self._limit = max_body_bytes
 
     async def handle(self, request: Request, endpoint: Endpoint) -> Response:
@@ -65,8 +71,21 @@ class Gateway:
             mismatch = kind_mismatch(endpoint, model.name, model.kind)
             if mismatch is not None:
                 raise mismatch
-            choices = self._router.plan(model.name)
-            if not choices:
+            traffic = self._traffic
+            if traffic.admission.enabled:
+                class_name, cls = resolve_class(
+                    ex.principal,
+                    headers.get(CLASS_HEADER),
+                    traffic.classes,
+                    traffic.admission.default_class,
+                )
+            else:  # FIFO: one queue, every request alike
+                class_name = traffic.admission.default_class
+                cls = traffic.classes[class_name]
+            ex.class_name = class_name
+            pool = traffic.pools[model.name]
+            available, _ = pool.available(time.monotonic())
+            if not available:
                 raise upstream_error(
                     503,
                     f"No deployment of model '{model.name}' is ready right now "
@@ -76,7 +95,11 @@ class Gateway:
                 )
             if self._limiter is not None:
                 await self._limiter.admit(ex, model, req)
-            response = await self._dispatcher.send(ex, req, choices)
+            tenant = ex.principal.tenant_id or ex.principal.key_id
+            ticket = traffic.ticket(model.name, class_name, tenant, req.payload)
+            response = await self._dispatcher.send(
+                ex, req, pool, ticket, hedge=cls.hedge and traffic.admission.enabled
+            )
         except ApiError as err:
             ex.fail(err.status, error_type_for(err))
             self._recorder.finish(ex)

@@ -48,6 +48,10 @@ class Exchange:
     # settles the request's reservation with what it really used.
     headers: dict[str, str] = field(default_factory=dict)
     settle: Callable[[int, int, float], None] | None = None
+    # A hedged request also pays for the attempt that lost the race.
+    extra_cost_usd: float = 0.0
+    route_notes: list[str] = field(default_factory=list)  # e.g. how a hedge went
+    class_name: str | None = None
 
     def mark_first_token(self) -> None:
         if self.ttft_s is None:
@@ -71,6 +75,7 @@ class Recorder:
         elapsed = time.perf_counter() - ex.started
         dep = ex.deployment
         cost = cost_usd(dep, ex.prompt_tokens, ex.completion_tokens) if dep else 0.0
+        cost += ex.extra_cost_usd
         energy = energy_wh(dep, ex.prompt_tokens, ex.completion_tokens) if dep else 0.0
         p = ex.principal
         if ex.settle is not None:

@@ -35,6 +35,7 @@ ROUTING_OVERRIDES = frozenset(
 
 @dataclass(slots=True)
 class ParsedRequest:
+    endpoint: Endpoint
     payload: dict[str, Any]
     model: str
     stream: bool
@@ -86,7 +87,7 @@ def parse_request(endpoint: Endpoint, obj: dict[str, Any]) -> ParsedRequest:
         if not isinstance(opts, dict):
             raise bad_request("'stream_options' must be an object.", param="stream_options")
         include_usage = opts.get("include_usage") is True
-    return ParsedRequest(obj, model, stream, include_usage)
+    return ParsedRequest(endpoint, obj, model, stream, include_usage)
 
 
 def _check_chat(obj: dict[str, Any]) -> None:

@@ -113,6 +113,30 @@ class Metrics:
             "1 while the shared counter store (Redis) is unreachable and fallbacks apply.",
             registry=r,
         )
+        self.shed = Counter(
+            "forebay_shed_requests",
+            "Requests refused by admission (503) to protect their class's deadline.",
+            ["alias", "traffic_class"],
+            registry=r,
+        )
+        self.ejections = Counter(
+            "forebay_ejections",
+            "Times a deployment was ejected after consecutive failures.",
+            ["deployment"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "forebay_queue_depth",
+            "Requests waiting for a slot.",
+            ["alias", "traffic_class"],
+            registry=r,
+        )
+        self.deployment_limit = Gauge(
+            "forebay_deployment_concurrency_limit",
+            "A deployment's current (adaptive) concurrency limit.",
+            ["deployment"],
+            registry=r,
+        )
         self._children: dict[tuple[str, str, str], _Children] = {}
         self._req_children: dict[tuple[str, str, str, str, int], MetricWrapperBase] = {}
 

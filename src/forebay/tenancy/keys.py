@@ -40,6 +40,8 @@ class Principal:
     tenant_name: str | None
     models: frozenset[str] | None  # None: every configured model
     is_admin: bool
+    default_class: str | None = None  # None: admission.default_class
+    classes: frozenset[str] | None = None  # None: every class
 
     def may_use(self, alias: str) -> bool:
         return self.models is None or alias in self.models

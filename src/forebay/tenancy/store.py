@@ -36,6 +36,8 @@ class KeyInfo:
     is_admin: bool
     created_at: float
     revoked_at: float | None
+    default_class: str | None = None
+    classes: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,8 @@ class TenancyStore:
         name: str = "",
         is_admin: bool = False,
         key: str | None = None,
+        default_class: str | None = None,
+        classes: list[str] | None = None,
     ) -> IssuedKey:
         tenant_row = None
         if tenant is not None:
@@ -104,6 +108,8 @@ class TenancyStore:
             is_admin=is_admin,
             created_at=time.time(),
             revoked_at=None,
+            default_class=default_class,
+            classes=sorted(set(classes)) if classes is not None else None,
         )
         with self._engine.begin() as conn:
             conn.execute(
@@ -113,9 +119,11 @@ class TenancyStore:
                     key_hash=hash_key(plaintext),
                     prefix=info.prefix,
                     name=name,
-                    models=orjson.dumps(info.models).decode() if info.models is not None else None,
+                    models=_json_list(info.models),
                     is_admin=is_admin,
                     created_at=info.created_at,
+                    default_class=default_class,
+                    classes=_json_list(info.classes),
                 )
             )
         return IssuedKey(info, plaintext)
@@ -143,6 +151,8 @@ class TenancyStore:
                 is_admin=bool(r.is_admin),
                 created_at=r.created_at,
                 revoked_at=r.revoked_at,
+                default_class=r.default_class,
+                classes=orjson.loads(r.classes) if r.classes is not None else None,
             )
             for r in rows
         ]
@@ -179,6 +189,12 @@ class TenancyStore:
                 tenant_name=r.tenant_name,
                 models=frozenset(orjson.loads(r.models)) if r.models is not None else None,
                 is_admin=bool(r.is_admin),
+                default_class=r.default_class,
+                classes=frozenset(orjson.loads(r.classes)) if r.classes is not None else None,
             )
             for r in rows
         }
+
+
+def _json_list(items: list[str] | None) -> str | None:
+    return orjson.dumps(items).decode() if items is not None else None
