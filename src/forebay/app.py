@@ -30,7 +30,7 @@ from forebay.gateway.auth import KeyRing
 from forebay.gateway.limits import Limiter, budget_key, period_bounds
 from forebay.gateway.pipeline import Gateway
 from forebay.gateway.recorder import Recorder
-from forebay.gateway.traffic import build_traffic
+from forebay.gateway.traffic import Traffic, build_traffic
 from forebay.ledger.writer import LedgerWriter
 from forebay.state.counters import CounterStore, InProcessCounters
 from forebay.state.failover import RedisWithFallback
@@ -41,6 +41,7 @@ from forebay.telemetry.metrics import Metrics
 from forebay.tenancy.bootstrap import Bootstrapped, bootstrap
 from forebay.tenancy.store import TenancyStore
 from forebay.upstreams.registry import UpstreamSet, build_upstreams
+from forebay.upstreams.signals import poll_load
 
 log = logging.getLogger("forebay")
 
@@ -60,6 +61,7 @@ class Services:
     bootstrapped: Bootstrapped
     limiter: Limiter
     policies: PolicyStore
+    traffic: Traffic
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _seeded: set[str] = field(default_factory=set)
     _recoveries_seen: int = 0
@@ -100,6 +102,14 @@ class Services:
         await self.upstreams.start()
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="key-refresh"))
         self._tasks.append(asyncio.create_task(self._gauge_loop(), name="upstream-gauges"))
+        polled = [
+            state
+            for alias, pool in self.traffic.pools.items()
+            if self.traffic.uses_load_signals(alias)
+            for state in pool.states
+        ]
+        if polled:
+            self._tasks.append(asyncio.create_task(poll_load(polled), name="load-signals"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -129,6 +139,13 @@ class Services:
                 self.metrics.upstream_ready.labels(up.deployment.name).set(1 if up.ready() else 0)
             for name, worker in self.upstreams.workers.items():
                 self.metrics.worker_restarts.labels(name).set(worker.restarts)
+            for alias, pool in self.traffic.pools.items():
+                for state in pool.states:
+                    self.metrics.deployment_limit.labels(state.name).set(state.limit)
+                for cls in self.traffic.classes:
+                    self.metrics.queue_depth.labels(alias, cls).set(0)
+                for cls, n in pool.waiting_by_class().items():
+                    self.metrics.queue_depth.labels(alias, cls).set(n)
             await asyncio.sleep(1.0)
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
@@ -213,6 +230,7 @@ def build_services(settings: Settings, *, env_admin_key: str | None = None) -> S
         boot,
         limiter,
         PolicyStore(engine),
+        traffic,
     )
 
 
@@ -240,7 +258,13 @@ def create_app(services: Services) -> Starlette:
 
     routes = [
         *openai_routes(services.gateway, services.keyring, services.settings.models),
-        *admin_routes(services.store, services.keyring, services.engine, services.refresh_keys),
+        *admin_routes(
+            services.store,
+            services.keyring,
+            services.engine,
+            services.refresh_keys,
+            class_names=list(services.settings.classes),
+        ),
         *limit_routes(services.policies, services.limiter, services.keyring, services.refresh_keys),
         *ops_routes(services.metrics, services.readiness),
     ]

@@ -132,6 +132,14 @@ def keys_create(
         typer.Option(help="Comma-separated model aliases the key may use; all when omitted."),
     ] = None,
     name: Annotated[str, typer.Option(help="A label for people.")] = "",
+    classes: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Comma-separated traffic classes the key may use; all when omitted."),
+    ] = None,
+    default_class: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Class of requests without x-forebay-class."),
+    ] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -140,8 +148,16 @@ def keys_create(
 
     store, _ = _store(config, data_dir)
     scope = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    allowed = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    known = set(_settings(config, data_dir).classes)
+    for c in [*(allowed or []), *([default_class] if default_class else [])]:
+        if c not in known:
+            err.print(f"[red]error:[/red] unknown class {c!r}; known: {', '.join(sorted(known))}")
+            raise typer.Exit(2)
     try:
-        issued = store.create_key(tenant, models=scope, name=name)
+        issued = store.create_key(
+            tenant, models=scope, name=name, classes=allowed, default_class=default_class
+        )
     except TenancyError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

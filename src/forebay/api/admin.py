@@ -4,7 +4,7 @@ runs in a thread so the event loop never waits on the database."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict
 from typing import Any
 
@@ -65,8 +65,30 @@ def admin_routes(
     keyring: KeyRing,
     engine: Engine,
     refresh_keys: Callable[[], Awaitable[None]],
+    class_names: Collection[str] = (),
 ) -> list[Route]:
     guarded = admin_guard(keyring)
+
+    def key_classes(classes: Any, default: Any) -> tuple[list[str] | None, str | None]:
+        known = ", ".join(sorted(class_names))
+        if classes is not None:
+            if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+                raise bad_request("'classes' must be a list of class names.", param="classes")
+            unknown = sorted(set(classes) - set(class_names))
+            if unknown:
+                raise bad_request(
+                    f"Unknown classes {unknown}; this gateway has: {known}.", param="classes"
+                )
+        if default is not None:
+            if not isinstance(default, str) or default not in class_names:
+                raise bad_request(
+                    f"'default_class' must be one of: {known}.", param="default_class"
+                )
+            if classes is not None and default not in classes:
+                raise bad_request(
+                    "'default_class' must be one of the key's 'classes'.", param="default_class"
+                )
+        return classes, default
 
     async def create_tenant(request: Request) -> Response:
         body = await body_of(request)
@@ -93,7 +115,15 @@ def admin_routes(
         name = body.get("name", "")
         if not isinstance(name, str):
             raise bad_request("'name' must be a string.", param="name")
-        issued = await asyncio.to_thread(store.create_key, tenant, models=models, name=name)
+        classes, default_class = key_classes(body.get("classes"), body.get("default_class"))
+        issued = await asyncio.to_thread(
+            store.create_key,
+            tenant,
+            models=models,
+            name=name,
+            classes=classes,
+            default_class=default_class,
+        )
         await refresh_keys()
         return json_response({**asdict(issued.info), "key": issued.key}, 201)
 

@@ -9,6 +9,7 @@ e.g. `cheapest-within-slo: gpt-small (premium skipped: p95 over SLO)`.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -123,8 +124,11 @@ class PrefixAffinity:
             return hashlib.blake2b(req.prefix_key + c.name.encode(), digest_size=8).digest()
 
         preferred = max(candidates, key=score)
-        mean = (sum(c.load() for c in candidates) + 1) / len(candidates)
-        if len(candidates) > 1 and preferred.load() + 1 > self._max_imbalance * mean:
+        # Consistent hashing with bounded loads: no deployment takes more than
+        # ceil(max_imbalance x the mean load, counting this request).
+        total = sum(c.load() for c in candidates) + 1
+        bound = math.ceil(self._max_imbalance * total / len(candidates))
+        if len(candidates) > 1 and preferred.load() + 1 > bound:
             other = min(candidates, key=lambda c: c.load())
             return Pick(other, self.name, (f"{preferred.name} over load guard",))
         return Pick(preferred, self.name)

@@ -24,6 +24,15 @@ class Traffic:
     admission: AdmissionConfig
     class_policies: dict[tuple[str, str], Policy]
 
+    def uses_load_signals(self, alias: str) -> bool:
+        if self.models[alias].routing.policy in ("least_loaded", "prefix_affinity"):
+            return True
+        return any(
+            self.classes[c].policy in ("least_loaded", "prefix_affinity")
+            for (a, c) in self.class_policies
+            if a == alias
+        )
+
     def ticket(self, alias: str, class_name: str, tenant: str, payload: dict[str, Any]) -> Ticket:
         cls = self.classes[class_name]
         routing = self.models[alias].routing

@@ -36,6 +36,7 @@ class OpenAICompatUpstream:
         if not url:
             raise ValueError(f"deployment {deployment.name} has no base_url")
         self._base = url.rstrip("/")
+        self.base_url = self._base
         self._ready = ready or (lambda: True)
         headers = {"content-type": "application/json", **dict(deployment.headers)}
         if deployment.api_key:
