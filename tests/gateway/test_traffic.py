@@ -363,3 +363,21 @@ def test_deadline_aware_shedding(make_gateway: GatewayFactory, upstream: Upstrea
     assert shed.json()["error"]["code"] == "overloaded" and int(shed.headers["retry-after"]) >= 1
     metrics = httpx.get(f"{gw.url}/metrics").text
     assert 'forebay_shed_requests_total{alias="m",traffic_class="interactive"}' in metrics
+
+
+def test_a_stream_that_goes_idle_is_ended_with_an_error_event(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    gw = _gateway(make_gateway, upstream, "ordered", "dripping=drip-300:timeout_s=0.1")
+    resp = _post(gw, stream=True)
+    assert resp.status_code == 200  # the stream had started
+    events = [line for line in resp.text.splitlines() if line.startswith("data: ")]
+    assert '"w0"' in events[0]
+    assert "upstream_stream_failed" in events[-2] and events[-1] == "data: [DONE]"
+    deadline = time.monotonic() + 10
+    rows: list[dict[str, object]] = []
+    while not rows and time.monotonic() < deadline:
+        rows = [r for r in gw.ledger_rows() if r["request_id"] == resp.headers["x-request-id"]]
+        time.sleep(0.05)
+    assert rows[0]["status"] == 504 and rows[0]["error_type"] == "stream_timeout"
+    assert rows[0]["completion_tokens"] == 1 and rows[0]["tokens_estimated"] == 1

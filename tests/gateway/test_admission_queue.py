@@ -1,0 +1,160 @@
+"""The admission queue's ordering rules, driven directly with a controllable
+clock (the HTTP path is covered in test_traffic.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+
+from forebay.api.errors import ApiError
+from forebay.config import Deployment
+from forebay.config_traffic import DEFAULT_CLASSES, AdmissionConfig, ResilienceConfig
+from forebay.gateway.admission import Lease, Pool, Ticket
+from forebay.gateway.health import AdaptiveLimit, DeploymentState
+from forebay.gateway.routing import Ordered, RouteRequest
+
+
+@dataclass
+class Slot:
+    """A stand-in for an upstream adapter: the pool only asks for readiness."""
+
+    deployment: Deployment
+
+    def ready(self) -> bool:
+        return True
+
+
+def _deployment(name: str) -> Deployment:
+    return Deployment(
+        name=name,
+        alias="m",
+        provider="openai_compat",
+        base_url="http://127.0.0.1:9/v1",
+        upstream_model="m",
+        api_key=None,
+        usd_per_input_token=0,
+        usd_per_output_token=0,
+        joules_per_input_token=0,
+        joules_per_output_token=0,
+        timeout_s=1,
+        connect_timeout_s=1,
+        max_connections=1,
+        headers=(),
+        max_concurrency=1,
+        adaptive_concurrency=False,
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _pool(clock: Clock, **admission: object) -> Pool:
+    state = DeploymentState.for_upstream(Slot(_deployment("d")), ResilienceConfig())  # type: ignore[arg-type]
+    return Pool("m", [state], Ordered(), AdmissionConfig(**admission), clock=clock)  # type: ignore[arg-type]
+
+
+def _ticket(cls: str, tenant: str, clock: Clock) -> Ticket:
+    return Ticket(
+        cls, DEFAULT_CLASSES[cls], tenant, RouteRequest(1.0, b""), deadline=clock.now + 3600
+    )
+
+
+async def _order_of_service(pool: Pool, tickets: list[Ticket], *, gap: float = 0.0) -> list[str]:
+    """Queue the tickets behind a held slot, then free slots one by one."""
+    served: list[str] = []
+    holder = pool.try_acquire(_ticket("interactive", "holder", Clock()))
+    assert holder is not None
+    waiters = []
+    for t in tickets:
+        waiters.append(asyncio.create_task(pool.acquire(t)))
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+    lease: Lease = holder
+    for _ in tickets:
+        pool.release(lease, tokens=100)
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        task = done.pop()
+        waiters.remove(task)
+        lease = task.result()
+        served.append(f"{lease.tenant}")
+    pool.release(lease)
+    return served
+
+
+async def test_higher_class_first_and_fair_shares_within_a_class() -> None:
+    clock = Clock()
+    pool = _pool(clock)
+    tickets = [_ticket("batch", "flood", clock) for _ in range(4)]
+    tickets += [_ticket("batch", "trickle", clock)]
+    tickets += [_ticket("realtime", "voice", clock)]
+    served = await _order_of_service(pool, tickets)
+    assert served[0] == "voice"
+    # Tenant fairness by tokens served: the trickle is not behind the whole flood.
+    assert served.index("trickle") <= 2
+
+
+async def test_aging_lets_a_long_waiting_batch_request_through() -> None:
+    clock = Clock()
+    pool = _pool(clock, aging_s=1.0)
+    old = _ticket("batch", "patient", clock)
+    holder = pool.try_acquire(_ticket("interactive", "x", clock))
+    assert holder is not None
+    waiting_old = asyncio.create_task(pool.acquire(old))
+    await asyncio.sleep(0.01)
+    clock.now += 3.0  # batch (priority 2) has waited 3 aging periods: now ahead of realtime (0)
+    fresh = _ticket("realtime", "voice", clock)
+    fresh.cls = fresh.cls.model_copy(update={"max_queue_ms": 10_000})
+    waiting_fresh = asyncio.create_task(pool.acquire(fresh))
+    await asyncio.sleep(0.01)
+    pool.release(holder)
+    first = await asyncio.wait_for(waiting_old, 1)
+    assert first.tenant == "patient" and not waiting_fresh.done()
+    pool.release(first)
+    pool.release(await asyncio.wait_for(waiting_fresh, 1))
+
+
+async def test_full_queue_evicts_the_lowest_class_first() -> None:
+    clock = Clock()
+    pool = _pool(clock, max_queue_length=2)
+    holder = pool.try_acquire(_ticket("interactive", "x", clock))
+    assert holder is not None
+    batch = [asyncio.create_task(pool.acquire(_ticket("batch", "b", clock))) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    rt = _ticket("realtime", "voice", clock)
+    rt.cls = rt.cls.model_copy(update={"max_queue_ms": 10_000})
+    realtime = asyncio.create_task(pool.acquire(rt))
+    await asyncio.sleep(0.01)
+    evicted = [t for t in batch if t.done()]
+    assert len(evicted) == 1
+    with pytest.raises(ApiError) as raised:
+        evicted[0].result()
+    assert raised.value.status == 503 and "higher class" in raised.value.message
+    pool.release(holder)
+    lease = await asyncio.wait_for(realtime, 1)
+    assert lease.tenant == "voice"
+    pool.release(lease)
+    remaining = [t for t in batch if t is not evicted[0]]
+    pool.release(await asyncio.wait_for(remaining[0], 1))
+
+
+def test_adaptive_limit_shrinks_when_latency_rises_and_recovers() -> None:
+    limit = AdaptiveLimit(limit=64, ceiling=64)
+    for _ in range(200):
+        limit.observe(0.1)
+    assert limit.limit == 64
+    for _ in range(30):
+        limit.observe(1.0)  # latency ten times the long-term average
+    shrunk = limit.limit
+    assert shrunk < 0.75 * 64
+    for _ in range(300):
+        limit.observe(0.1)
+    assert limit.limit > shrunk * 1.5
+    limit.penalise()
+    assert limit.limit < 64
