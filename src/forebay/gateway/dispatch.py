@@ -199,7 +199,8 @@ class Dispatcher:
             limit = min(limit, dep.first_byte_timeout_s)
         started = time.perf_counter()
         try:
-            return await asyncio.wait_for(self._first_byte(req, lease, payload, started), limit)
+            async with asyncio.timeout(limit):  # cheaper than wait_for: no extra task
+                return await self._first_byte(req, lease, payload, started)
         except TimeoutError:
             raise UpstreamFailure(
                 "timeout", f"no first byte within {limit * 1000:.0f} ms"
