@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import functools
 import logging
 import math
 import time
@@ -48,7 +49,12 @@ class Labelled:
 
 def period_bounds(period: Period, now: float) -> tuple[str, float, float]:
     """(id, start, end) of the UTC day or month containing `now`."""
-    t = time.gmtime(now)
+    return _bounds(period, int(now // 60))  # the same for every second of a minute
+
+
+@functools.lru_cache(maxsize=64)
+def _bounds(period: Period, minute: int) -> tuple[str, float, float]:
+    t = time.gmtime(minute * 60)
     if period == "day":
         start = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0))
         return time.strftime("%Y%m%d", t), float(start), float(start + 86400)

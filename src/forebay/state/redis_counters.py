@@ -9,9 +9,13 @@ slot.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError, RedisError
 
 from forebay.state.counters import WINDOW_S, Adjustment, Check, Outcome
 
@@ -112,11 +116,15 @@ return 1
 
 
 class RedisCounters:
+    """Scripts are sent as EVALSHA. Calls made in the same event-loop turn are
+    sent together in one pipeline (each script still runs atomically on its
+    own), so under load many requests share one round trip and the client's
+    per-command overhead, while a lone request waits for nobody."""
+
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
-        self._reserve = client.register_script(RESERVE)
-        self._settle = client.register_script(SETTLE)
-        self._seed = client.register_script(SEED)
+        self._scripts = {name: (text, _sha(text)) for name, text in _SCRIPTS.items()}
+        self._pending: list[tuple[str, list[str], list[str], asyncio.Future[Any]]] = []
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float) -> RedisCounters:
@@ -129,12 +137,72 @@ class RedisCounters:
         )
         return cls(client)
 
+    def _call(self, script: str, keys: list[str], args: list[str]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+        self._pending.append((script, keys, args, future))
+        return future
+
+    def _flush_soon(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._flush(batch))
+        task.add_done_callback(_consume)
+
+    async def _flush(
+        self, batch: list[tuple[str, list[str], list[str], asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            results = await self._run(batch)
+        except BaseException as exc:  # the connection failed: every caller sees it
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(
+                        exc if isinstance(exc, Exception) else RedisError(str(exc))
+                    )
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (*_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _run(
+        self, batch: list[tuple[str, list[str], list[str], asyncio.Future[Any]]]
+    ) -> list[Any]:
+        if len(batch) == 1:
+            script, keys, args, _ = batch[0]
+            return [await self._evalsha(script, keys, args)]
+        pipe = self._redis.pipeline(transaction=False)
+        for script, keys, args, _ in batch:
+            pipe.execute_command("EVALSHA", self._scripts[script][1], len(keys), *keys, *args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        for i in missing:  # Redis restarted and lost its script cache
+            script, keys, args, _ = batch[i]
+            results[i] = await self._evalsha(script, keys, args)
+        return results
+
+    async def _evalsha(self, script: str, keys: list[str], args: list[str]) -> Any:
+        text, sha = self._scripts[script]
+        # execute_command, not evalsha(): it skips a deprecation-check wrapper per call.
+        run = self._redis.execute_command
+        try:
+            return await run("EVALSHA", sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        except NoScriptError:
+            await self._redis.script_load(text)
+            return await run("EVALSHA", sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+
     async def reserve(self, checks: Sequence[Check], *, now: float, token: str) -> Outcome:
-        args: list[str | float] = [repr(now), token]
+        args = [repr(now), token]
         for c in checks:
             limit = -1.0 if c.limit is None else c.limit
             args += [_KIND[c.kind], repr(float(limit)), repr(float(c.amount)), repr(c.ttl_s)]
-        raw = await self._reserve(keys=[c.key for c in checks], args=args)
+        raw = await self._call("reserve", [c.key for c in checks], args)
         n = len(checks)
         denied = int(raw[0])
         used = tuple(float(x) for x in raw[1 : 1 + n])
@@ -142,16 +210,28 @@ class RedisCounters:
         return Outcome(denied - 1 if denied else None, used, wait)
 
     async def settle(self, adjustments: Sequence[Adjustment], *, token: str) -> None:
-        args: list[str | float] = [token]
+        args = [token]
         for adj in adjustments:
             args += [_KIND[adj.kind], repr(float(adj.delta)), str(adj.bucket)]
-        await self._settle(keys=[a.key for a in adjustments], args=args)
+        await self._call("settle", [a.key for a in adjustments], args)
 
     async def seed(self, key: str, value: float, *, now: float, ttl_s: float) -> None:
-        await self._seed(keys=[key], args=[repr(float(value)), str(max(1, int(ttl_s)))])
+        await self._call("seed", [key], [repr(float(value)), str(max(1, int(ttl_s)))])
 
     async def ping(self) -> None:
         await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+_SCRIPTS = {"reserve": RESERVE, "settle": SETTLE, "seed": SEED}
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+
+def _consume(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # already delivered to the callers' futures

@@ -1,0 +1,199 @@
+"""Shared pieces for benchmarks: a zero-delay OpenAI-compatible upstream, a
+`forebay serve` subprocess, and a closed-loop load generator. Everything runs
+on loopback and stops by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+FOREBAY = [sys.executable, "-m", "forebay"]
+
+ZERO_UPSTREAM = r"""
+import asyncio, sys
+BODY = (b'{"id":"x","object":"chat.completion","model":"zero","choices":[{"index":0,'
+        b'"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],'
+        b'"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}')
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+RESP = HEAD % len(BODY) + BODY
+async def handle(r, w):
+    try:
+        while True:
+            head = await r.readuntil(b"\r\n\r\n")
+            n = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    n = int(line[15:])
+            if n:
+                await r.readexactly(n)
+            w.write(RESP)
+    except Exception:
+        w.close()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), backlog=1024)
+    await server.serve_forever()
+try:
+    import uvloop
+    uvloop.run(main())
+except ImportError:
+    asyncio.run(main())
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(url)
+
+
+@dataclass
+class Proc:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def zero_upstream() -> Proc:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", ZERO_UPSTREAM, str(port)])
+    deadline = time.monotonic() + 10
+    import socket
+
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return Proc(proc, port)
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError("zero upstream did not start")
+
+
+def forebay_serve(config: Path, data_dir: Path, env: dict[str, str], log: Path) -> Proc:
+    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                *FOREBAY,
+                "serve",
+                "--config",
+                str(config),
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+    p = Proc(proc, port)
+    wait_http(f"{p.url}/readyz")
+    return p
+
+
+@dataclass
+class Result:
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def pct(self, q: float) -> float:
+        data = sorted(self.latencies_ms)
+        return data[min(len(data) - 1, int(q * len(data)))] if data else float("nan")
+
+
+async def _load(url: str, key: str, concurrency: int, seconds: float, stream: bool) -> Result:
+    body = b'{"model":"bench","messages":[{"role":"user","content":"hi"}]' + (
+        b',"stream":true}' if stream else b"}"
+    )
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def once() -> None:
+            async with session.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+
+        # Warm the connection pool first, outside the measurement.
+        await asyncio.gather(*(once() for _ in range(concurrency)))
+        end = time.perf_counter() + seconds
+        started = time.perf_counter()
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < end:
+                t = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        errors += 1
+                latencies.append((time.perf_counter() - t) * 1000)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return Result(len(latencies), elapsed, latencies, errors)
+
+
+def load(url: str, key: str, concurrency: int, seconds: float, *, stream: bool = False) -> Result:
+    """Closed loop: `concurrency` clients, each sending its next request on the last answer."""
+    try:
+        import uvloop
+
+        return uvloop.run(_load(url, key, concurrency, seconds, stream))
+    except ImportError:
+        return asyncio.run(_load(url, key, concurrency, seconds, stream))
