@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from forebay.app import Services, build_services, create_app
 from forebay.config import load_settings
 from tests.support.openai_server import FakeUpstream
+from tests.support.postgres import PostgresServer
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerThread
 
@@ -134,3 +135,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL for the session (fails, never skips, without binaries)."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database on the session's PostgreSQL, as a SQLAlchemy URL
+    (`postgresql+psycopg://...`, TCP on loopback): put it in `database: {url: ...}`."""
+    return postgres_server.fresh_database()
