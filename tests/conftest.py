@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,26 @@ class Gateway:
             rows = conn.execute(sa.text("SELECT * FROM usage_events ORDER BY id")).mappings().all()
         engine.dispose()
         return [dict(r) for r in rows]
+
+    def wait_rows(self, count: int, timeout: float = 10) -> list[dict[str, object]]:
+        """The ledger once it holds at least `count` rows (the writer batches)."""
+        deadline = time.monotonic() + timeout
+        rows = self.ledger_rows()
+        while len(rows) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+            rows = self.ledger_rows()
+        return rows
+
+    def row_for(self, request_id: str, timeout: float = 10) -> dict[str, object]:
+        """The ledger row of one request, once written."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for row in self.ledger_rows():
+                if row["request_id"] == request_id:
+                    return row
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no ledger row for {request_id}")
+            time.sleep(0.05)
 
 
 GatewayFactory = Callable[..., Gateway]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -160,9 +159,7 @@ def test_budget_survives_a_restart(
         _set(admin, "tenant", "default", {"usd_per_day": {"hard": 60}})
     assert _chat(first, "pricey", max_tokens=5).status_code == 200
     assert _chat(first, "pricey", max_tokens=5).status_code == 200  # $24 spent
-    deadline = time.monotonic() + 10
-    while len(first.ledger_rows()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    first.wait_rows(2)
     first.stop()
     second = make_gateway(_config(upstream.base_url), data_dir=data)
     second.tenant_key = first.tenant_key

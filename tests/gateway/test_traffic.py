@@ -181,13 +181,8 @@ def test_cheapest_within_slo_skips_a_cheap_deployment_over_its_slo(
         resp.headers["x-forebay-route"]
         == "cheapest-within-slo: premium (cheap skipped: p95 over SLO)"
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        reasons = {r["request_id"]: r["route_reason"] for r in gw.ledger_rows()}
-        if resp.headers["x-request-id"] in reasons:
-            break
-        time.sleep(0.05)
-    assert reasons[resp.headers["x-request-id"]] == resp.headers["x-forebay-route"]
+    row = gw.row_for(resp.headers["x-request-id"])
+    assert row["route_reason"] == resp.headers["x-forebay-route"]
 
 
 def test_prefix_affinity_keeps_a_prefix_on_one_deployment(
@@ -229,10 +224,7 @@ def test_retry_budget_caps_attempts_on_a_dead_upstream(
     attempts = len(upstream.fake.seen)
     # Without a budget each request would be tried 3 times (180 attempts).
     assert 60 <= attempts <= 60 * 1.3, attempts
-    deadline = time.monotonic() + 10
-    while len(gw.ledger_rows()) < 60 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    reasons = [str(r["route_reason"]) for r in gw.ledger_rows()]
+    reasons = [str(r["route_reason"]) for r in gw.wait_rows(60)]
     assert len(reasons) == 60
     # Every request that was not retried says why.
     assert sum("retry budget exhausted" in r for r in reasons) >= 60 - (attempts - 60)
@@ -285,12 +277,8 @@ def test_hedging_sends_a_second_try_after_p95(
     resp = _post(gw, cls="realtime")
     assert _served_by(resp) == "fast"  # the slow try (1.5 s) lost the race
     assert "hedged after 100 ms: slow lost" in resp.headers["x-forebay-route"]
-    deadline = time.monotonic() + 10
-    rows: list[dict[str, object]] = []
-    while not rows and time.monotonic() < deadline:
-        rows = [r for r in gw.ledger_rows() if r["request_id"] == resp.headers["x-request-id"]]
-        time.sleep(0.05)
-    assert rows[0]["deployment"] == "fast" and "hedged" in str(rows[0]["route_reason"])
+    row = gw.row_for(resp.headers["x-request-id"])
+    assert row["deployment"] == "fast" and "hedged" in str(row["route_reason"])
 
 
 # -- admission -----------------------------------------------------------------
@@ -374,10 +362,6 @@ def test_a_stream_that_goes_idle_is_ended_with_an_error_event(
     events = [line for line in resp.text.splitlines() if line.startswith("data: ")]
     assert '"w0"' in events[0]
     assert "upstream_stream_failed" in events[-2] and events[-1] == "data: [DONE]"
-    deadline = time.monotonic() + 10
-    rows: list[dict[str, object]] = []
-    while not rows and time.monotonic() < deadline:
-        rows = [r for r in gw.ledger_rows() if r["request_id"] == resp.headers["x-request-id"]]
-        time.sleep(0.05)
-    assert rows[0]["status"] == 504 and rows[0]["error_type"] == "stream_timeout"
-    assert rows[0]["completion_tokens"] == 1 and rows[0]["tokens_estimated"] == 1
+    row = gw.row_for(resp.headers["x-request-id"])
+    assert row["status"] == 504 and row["error_type"] == "stream_timeout"
+    assert row["completion_tokens"] == 1 and row["tokens_estimated"] == 1

@@ -71,9 +71,11 @@ models:
     )
     env = {"FOREBAY_ADMIN_KEY": ADMIN_KEY}
     args = ("--config", str(config), "--data-dir", str(tmp_path / "data"))
-    a = ServeProcess(*args, log=tmp_path / "a.log", env=env).start()
-    b = ServeProcess(*args, log=tmp_path / "b.log", env=env).start()
+    a = ServeProcess(*args, log=tmp_path / "a.log", env=env)
+    b = ServeProcess(*args, log=tmp_path / "b.log", env=env)
     try:
+        a.start()
+        b.start()
         keys = re.findall(r"sk-fb-[A-Za-z0-9_-]{20,}", (tmp_path / "a.log").read_text())
         assert len(keys) == 1, "replica a bootstraps the first tenant key"
         yield Pair(a, b, keys[0], shared_db_url)

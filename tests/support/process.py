@@ -55,6 +55,7 @@ class ServeProcess:
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
+        self.kill()
         raise TimeoutError(f"forebay serve was not ready in {timeout}s:\n{self.log.read_text()}")
 
     def terminate(self, timeout: float = 30) -> int:
