@@ -140,6 +140,7 @@ class Services:
             for name, worker in self.upstreams.workers.items():
                 self.metrics.worker_restarts.labels(name).set(worker.restarts)
             for alias, pool in self.traffic.pools.items():
+                self.metrics.in_flight.labels(alias).set(pool.requests_in_flight)
                 for state in pool.states:
                     self.metrics.deployment_limit.labels(state.name).set(state.limit)
                 for cls in self.traffic.classes:

@@ -1,12 +1,10 @@
-"""The shared ledger database for replica tests."""
+"""Replica tests share one ledger in a real, throwaway PostgreSQL."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture
-def shared_db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'shared.db'}"
+def shared_db_url(postgres_url: str) -> str:
+    return postgres_url
