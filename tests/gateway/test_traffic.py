@@ -12,6 +12,8 @@ from collections import Counter
 import httpx
 
 from tests.conftest import Gateway, GatewayFactory, Upstream
+from tests.support.openai_server import FakeUpstream
+from tests.support.servers import ServerThread
 
 
 def _deps(base_url: str, *specs: str, **extra: object) -> str:
@@ -365,3 +367,29 @@ def test_a_stream_that_goes_idle_is_ended_with_an_error_event(
     row = gw.row_for(resp.headers["x-request-id"])
     assert row["status"] == 504 and row["error_type"] == "stream_timeout"
     assert row["completion_tokens"] == 1 and row["tokens_estimated"] == 1
+
+
+def test_least_loaded_reads_the_upstreams_own_queue(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    """A vLLM-style /metrics reporting a long queue steers traffic away."""
+    busy = FakeUpstream(reported_load=12)
+    upstream.fake.reported_load = 0
+    with ServerThread(busy.app()) as busy_server:
+        gw = make_gateway(
+            f"""
+        models:
+          m:
+            routing: {{policy: least_loaded}}
+            deployments:
+              - {{name: idle, base_url: "{upstream.base_url}", model: echo}}
+              - {{name: busy, base_url: "{busy_server.url}/v1", model: echo}}
+        """
+        )
+        time.sleep(1.5)  # the poller reads /metrics once a second
+        served = Counter(_served_by(_post(gw)) for _ in range(6))
+        assert served == {"idle": 6}
+        busy.reported_load = 0
+        upstream.fake.reported_load = 30
+        time.sleep(1.5)
+        assert Counter(_served_by(_post(gw)) for _ in range(6)) == {"busy": 6}

@@ -40,6 +40,8 @@ class Seen:
 @dataclass
 class FakeUpstream:
     seen: list[Seen] = field(default_factory=list)
+    # When set, /metrics reports this many running + waiting requests, as vLLM does.
+    reported_load: float | None = None
 
     def app(self) -> Starlette:
         return Starlette(
@@ -48,6 +50,7 @@ class FakeUpstream:
                 Route("/v1/completions", self.completions, methods=["POST"]),
                 Route("/v1/embeddings", self.embeddings, methods=["POST"]),
                 Route("/v1/models", self.models, methods=["GET"]),
+                Route("/metrics", self.metrics, methods=["GET"]),
             ]
         )
 
@@ -55,6 +58,17 @@ class FakeUpstream:
         body = orjson.loads(await request.body())
         self.seen.append(Seen(request.url.path, dict(request.headers), body))
         return body  # type: ignore[no-any-return]
+
+    async def metrics(self, request: Request) -> Response:
+        if self.reported_load is None:
+            return Response(b"not found", 404)
+        text = (
+            "# TYPE vllm:num_requests_running gauge\n"
+            f'vllm:num_requests_running{{model_name="echo"}} {self.reported_load}\n'
+            "# TYPE vllm:num_requests_waiting gauge\n"
+            'vllm:num_requests_waiting{model_name="echo"} 0.0\n'
+        )
+        return Response(text.encode(), media_type="text/plain")
 
     async def models(self, request: Request) -> Response:
         return _json({"object": "list", "data": [{"id": "echo", "object": "model"}]})

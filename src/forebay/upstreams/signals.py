@@ -2,7 +2,8 @@
 
 vLLM (and `forebay sim`) expose `vllm:num_requests_running` and
 `vllm:num_requests_waiting` at /metrics; llama.cpp's server exposes
-`llamacpp:requests_processing` and `llamacpp:requests_deferred`. Polled off the
+`llamacpp:requests_processing` and `llamacpp:requests_deferred` there when
+started with metrics on, and its busy slots at /slots otherwise. Polled off the
 request path, once a second; a deployment without such metrics is left alone
 after its first miss.
 """
@@ -46,6 +47,26 @@ def parse_load(text: str) -> float | None:
     return total if seen else None
 
 
+def parse_slots(body: object) -> float | None:
+    """llama.cpp's /slots: a list of slots, each with `is_processing`."""
+    if not isinstance(body, list) or not all(isinstance(s, dict) for s in body):
+        return None
+    return float(sum(1 for slot in body if slot.get("is_processing")))
+
+
+async def _read_load(http: aiohttp.ClientSession, base: str) -> float | None:
+    root = metrics_url(base)[: -len("/metrics")]
+    async with http.get(f"{root}/metrics") as resp:
+        if resp.status == 200:
+            load = parse_load(await resp.text())
+            if load is not None:
+                return load
+    async with http.get(f"{root}/slots") as resp:
+        if resp.status == 200 and resp.content_type == "application/json":
+            return parse_slots(await resp.json())
+    return None
+
+
 async def poll_load(states: Sequence[DeploymentState], interval_s: float = 1.0) -> None:
     """Run until cancelled."""
     silent: set[str] = set()
@@ -58,11 +79,7 @@ async def poll_load(states: Sequence[DeploymentState], interval_s: float = 1.0) 
                 if not base or state.name in silent:
                     continue
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                    async with http.get(metrics_url(base)) as resp:
-                        if resp.status != 200:
-                            silent.add(state.name)
-                            continue
-                        load = parse_load(await resp.text())
+                    load = await _read_load(http, base)
                     if load is None:
                         silent.add(state.name)
                         log.info("deployment %s reports no load metrics; using in-flight", dep.name)
