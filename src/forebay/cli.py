@@ -47,6 +47,11 @@ app.add_typer(limits_app, name="limits")
 
 # --- sub-command registration (each capability owns its own cli module) ---
 # planner and sim register here: app.add_typer(plan_app, name="plan") etc.
+from forebay.planner.cli import app as plan_app  # noqa: E402
+from forebay.sim.cli import sim as sim_command  # noqa: E402
+
+app.add_typer(plan_app, name="plan")
+app.command("sim")(sim_command)
 
 
 def _settings(config: Path | None, data_dir: Path | None) -> Settings:

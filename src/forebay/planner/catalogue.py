@@ -41,7 +41,8 @@ class _Sourced(BaseModel):
         missing = [
             name
             for name, value in self
-            if isinstance(value, int | float)
+            if name in self.model_fields_set
+            and isinstance(value, int | float)
             and not isinstance(value, bool)
             and name not in self.sources
         ]
