@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from tests.support.servers import free_port
 
@@ -79,10 +80,11 @@ class PostgresServer:
         """libpq connection string, for psycopg directly."""
         return f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname={database}"
 
-    def _run_as(self) -> dict[str, object]:
+    def _ids(self) -> tuple[int | None, int | None, list[int] | None]:
+        """user, group and extra_groups for subprocess: the service user's, if any."""
         if self.user is None:
-            return {}
-        return {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+            return None, None, None
+        return self.user.pw_uid, self.user.pw_gid, []
 
     def start(self) -> PostgresServer:
         # Not under pytest's tmp dirs: those are private to root (mode 0700).
@@ -92,6 +94,7 @@ class PostgresServer:
         if self.user is not None:
             for path in (self.root, sockets):
                 os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        uid, gid, groups = self._ids()
         env = {**os.environ, "LC_ALL": "C", "TZ": "UTC"}
         if self.user is not None:
             env["HOME"] = str(self.root)
@@ -104,7 +107,9 @@ class PostgresServer:
             env=env,
             cwd=self.root,
             check=False,
-            **self._run_as(),  # type: ignore[arg-type]
+            user=uid,
+            group=gid,
+            extra_groups=groups,
         )
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{init.stdout.decode()}\n{init.stderr.decode()}")
@@ -120,7 +125,9 @@ class PostgresServer:
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=self.root,
-                **self._run_as(),  # type: ignore[arg-type]
+                user=uid,
+                group=gid,
+                extra_groups=groups,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -139,7 +146,9 @@ class PostgresServer:
         self._databases += 1
         name = name or f"t{os.getpid()}_{self._databases}"
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')  # type: ignore[arg-type]
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+            )
         return self.url(name)
 
     def stop(self) -> None:

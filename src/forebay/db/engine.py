@@ -1,4 +1,4 @@
-"""Engines: SQLite in WAL mode by default, any SQLAlchemy URL otherwise."""
+"""Engines: SQLite in WAL mode by default, PostgreSQL (psycopg 3) at scale."""
 
 from __future__ import annotations
 
@@ -6,18 +6,44 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 
 
 def database_url(configured: str, data_dir: Path) -> str:
     return configured or f"sqlite:///{data_dir / 'forebay.db'}"
 
 
+def normalize_url(url: str) -> str:
+    """`postgresql://` and `postgres://` (as libpq and most hosts spell them)
+    mean the psycopg 3 driver, the one Forebay depends on."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
 def make_engine(url: str) -> Engine:
+    """Errors never echo statement parameters (hide_parameters): they end up in logs."""
+    url = normalize_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # One connection for the ledger writer, a few for key refreshes and admin
+    # reads; pre-ping and recycle so a database restart or an idle-connection
+    # reaper costs a reconnect, not a failed batch.
+    return create_engine(
+        url,
+        pool_size=5,
+        max_overflow=10,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        hide_parameters=True,
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -73,8 +73,42 @@ usage_events = Table(
     Column("latency_ms", Float, nullable=False),
     Column("config_revision", String(20), nullable=False),
     Index("ix_usage_tenant_ts", "tenant_id", "ts"),
+    Index("ix_usage_key_ts", "key_id", "ts"),
     Index("ix_usage_ts", "ts"),
 )
+
+
+def _rollup(name: str, bucket: str) -> Table:
+    """Usage summed per time bucket and (tenant, key, model, deployment).
+
+    `bucket` counts whole hours or days since the Unix epoch (UTC): an integer
+    spelled and compared the same way on SQLite and PostgreSQL. A missing
+    tenant, key, model or deployment is stored as "" so that the primary key
+    (and with it `ON CONFLICT DO UPDATE`) sees no NULLs. The ledger writer
+    keeps these current in the same transaction as each batch of events.
+    """
+    return Table(
+        name,
+        metadata,
+        Column(bucket, Integer, primary_key=True),
+        Column("tenant_id", String(40), primary_key=True),
+        Column("key_id", String(40), primary_key=True),
+        Column("alias", String(200), primary_key=True),
+        Column("deployment", String(200), primary_key=True),
+        Column("requests", BigInteger, nullable=False),
+        Column("errors", BigInteger, nullable=False),
+        Column("prompt_tokens", BigInteger, nullable=False),
+        Column("completion_tokens", BigInteger, nullable=False),
+        Column("cost_usd", Float, nullable=False),
+        Column("energy_wh", Float, nullable=False),
+        Column("latency_ms_sum", Float, nullable=False),
+        Index(f"ix_{name}_tenant", "tenant_id", bucket),
+        Index(f"ix_{name}_key", "key_id", bucket),
+    )
+
+
+usage_hourly = _rollup("usage_hourly", "hour")
+usage_daily = _rollup("usage_daily", "day")
 
 # One row per tenant or key that has limits; `policy` is LimitPolicy as JSON
 # (see forebay.state.policy), so adding a kind of limit needs no migration.

@@ -3,10 +3,16 @@
 The request path only does `put_nowait` (microseconds, no I/O). A full queue
 is counted and logged, never silent. `close()` drains everything that was
 queued, so a graceful shutdown loses nothing.
+
+Each batch is one transaction: the events (one executemany) and the hourly and
+daily rollups they add to (see `rollups.py`). A failed transaction is retried
+whole, with backoff, for up to `retry_for_s` (a database restart loses
+nothing); only then are its events given up, counted as dropped and logged.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -14,9 +20,11 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import Engine, insert
+from sqlalchemy.exc import DBAPIError
 
 from forebay.db.schema import usage_events
 from forebay.ledger.events import UsageEvent
+from forebay.ledger.rollups import ROLLUPS, aggregate, upsert
 
 log = logging.getLogger("forebay.ledger")
 
@@ -33,6 +41,7 @@ class LedgerWriter:
         flush_interval_s: float,
         on_dropped: Callable[[], None] = lambda: None,
         on_written: Callable[[int], None] = lambda n: None,
+        retry_for_s: float = 60.0,
     ) -> None:
         self._engine = engine
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
@@ -40,10 +49,12 @@ class LedgerWriter:
         self._interval = flush_interval_s
         self._on_dropped = on_dropped
         self._on_written = on_written
+        self._retry_for_s = retry_for_s
+        self._give_up_at = float("inf")  # set by close(): retry no longer than it waits
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self.dropped = 0
         self.written = 0
-        self.failed_batches = 0
+        self.failed_batches = 0  # failed write attempts, each retried
         self._last_drop_log = 0.0
 
     def start(self) -> None:
@@ -73,6 +84,7 @@ class LedgerWriter:
         """Flush everything queued, then stop the thread."""
         if not self._thread.is_alive():
             return
+        self._give_up_at = time.monotonic() + max(0.0, timeout - 1.0)
         self._queue.put(_STOP)
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -118,21 +130,47 @@ class LedgerWriter:
 
     def _write(self, batch: list[UsageEvent]) -> None:
         rows = [e.row() for e in batch]
-        for attempt in range(5):
+        sums = [(rollup, aggregate(rollup, rows)) for rollup in ROLLUPS]
+        give_up_at = time.monotonic() + self._retry_for_s
+        delay = 0.1
+        for attempt in itertools.count(1):
             try:
                 with self._engine.begin() as conn:
                     conn.execute(insert(usage_events), rows)
-            except Exception:
+                    for rollup, rollup_rows in sums:
+                        upsert(conn, rollup, rollup_rows)
+            except Exception as exc:
                 self.failed_batches += 1
-                log.exception(
-                    "ledger write of %d events failed (attempt %d)", len(rows), attempt + 1
+                remaining = min(give_up_at, self._give_up_at) - time.monotonic()
+                if remaining <= 0:
+                    self.dropped += len(rows)
+                    for _ in rows:
+                        self._on_dropped()
+                    log.error(
+                        "gave up writing %d usage events after %d attempts: %s",
+                        len(rows),
+                        attempt,
+                        _describe(exc),
+                    )
+                    return
+                log.warning(
+                    "ledger write of %d events failed (attempt %d), retrying in %.1f s: %s",
+                    len(rows),
+                    attempt,
+                    min(delay, remaining),
+                    _describe(exc),
                 )
-                time.sleep(min(2.0, 0.1 * 2**attempt))
+                time.sleep(min(delay, remaining))
+                delay = min(5.0, delay * 2)
                 continue
             self.written += len(rows)
             self._on_written(len(rows))
             return
-        self.dropped += len(rows)
-        for _ in rows:
-            self._on_dropped()
-        log.error("gave up writing %d usage events after 5 attempts", len(rows))
+
+
+def _describe(exc: BaseException) -> str:
+    """The error without the statement's parameters (or a connection URL): the
+    driver's own first line of message, at most 300 characters."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(cause).strip().splitlines() or [""]
+    return f"{type(cause).__name__}: {lines[0][:300]}"
