@@ -111,7 +111,16 @@ class Pool:
         }
 
     def throughput(self) -> float | None:
-        """Completions per second over the last 10 s (None until there are some)."""
+        """How many requests per second the pool is finishing now: each busy slot
+        frees after about its deployment's mean request time. Falls back to the
+        completions of the last 10 s before any request time is known."""
+        rate = sum(
+            s.inflight / s.latency_ewma_s
+            for s in self.states
+            if s.latency_ewma_s and s.inflight
+        )
+        if rate > 0:
+            return rate
         now = self._clock()
         while self._completions and self._completions[0] < now - 10:
             self._completions.popleft()
