@@ -20,13 +20,13 @@ def test_a_gateway_writes_its_ledger_to_postgres(
     url = postgres_url.replace("postgresql+psycopg://", "postgresql://")
     gw = make_gateway(f'\n    database: {{url: "{url}"}}' + echo_config(upstream.base_url))
     assert gw.services.engine.dialect.name == "postgresql"
-    client = openai.OpenAI(base_url=gw.base_url, api_key=gw.tenant_key, max_retries=0)
     ids = []
-    for i in range(5):
-        resp = client.chat.completions.with_raw_response.create(
-            model="echo", messages=[{"role": "user", "content": "a b " * (i + 1)}]
-        )
-        ids.append(resp.headers["x-request-id"])
+    with openai.OpenAI(base_url=gw.base_url, api_key=gw.tenant_key, max_retries=0) as client:
+        for i in range(5):
+            resp = client.chat.completions.with_raw_response.create(
+                model="echo", messages=[{"role": "user", "content": "a b " * (i + 1)}]
+            )
+            ids.append(resp.headers["x-request-id"])
     bad = httpx.post(f"{gw.base_url}/chat/completions", json={"model": "echo", "messages": []})
     ids.append(bad.headers["x-request-id"])
 

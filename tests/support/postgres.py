@@ -28,7 +28,8 @@ from psycopg import sql
 from tests.support.servers import free_port
 
 SUPERUSER = "forebay"
-_FAST = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+# Tests want speed, not crash safety; a benchmark passes its own settings.
+FAST = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
 
 def find_bindir() -> Path:
@@ -64,8 +65,9 @@ def _service_user() -> pwd.struct_passwd | None:
 
 
 class PostgresServer:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, settings: tuple[str, ...] = FAST) -> None:
         self.bindir = find_bindir()
+        self.settings = settings
         self.port = port or free_port()
         self.user = _service_user()
         self.root: Path | None = None
@@ -116,7 +118,7 @@ class PostgresServer:
         args = [str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port)]
         args += ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sockets}"]
         args += ["-c", "max_connections=200", "-c", "shared_buffers=64MB"]
-        for setting in _FAST:
+        for setting in self.settings:
             args += ["-c", setting]
         with log.open("ab") as out:
             self.proc = subprocess.Popen(

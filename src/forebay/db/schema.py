@@ -103,7 +103,6 @@ def _rollup(name: str, bucket: str) -> Table:
         Column("energy_wh", Float, nullable=False),
         Column("latency_ms_sum", Float, nullable=False),
         Index(f"ix_{name}_tenant", "tenant_id", bucket),
-        Index(f"ix_{name}_key", "key_id", bucket),
     )
 
 

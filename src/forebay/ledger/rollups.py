@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Connection, Table, delete, text
+from sqlalchemy import ARRAY, Column, Connection, Table, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from forebay.db.schema import usage_daily, usage_hourly
@@ -76,22 +76,29 @@ def aggregate(rollup: Rollup, events: Iterable[Mapping[str, Any]]) -> list[dict[
 
 
 def upsert(conn: Connection, rollup: Rollup, rows: list[dict[str, Any]]) -> None:
-    """Add rows to the rollup: insert new buckets, add to existing ones."""
+    """Add rows to the rollup: insert new buckets, add to existing ones.
+
+    PostgreSQL gets one statement per batch (the rows as arrays, `unnest`ed);
+    SQLite, in-process, an executemany of the same upsert.
+    """
     if not rows:
         return
+    t = rollup.table
+    names = (rollup.bucket_name, *KEYS, *INT_SUMS, *FLOAT_SUMS)
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        stmt: Any = postgresql.insert(rollup.table)
+        columns = [func.unnest(bindparam(n, type_=ARRAY(t.c[n].type))) for n in names]
+        stmt: Any = postgresql.insert(t).from_select(names, select(*columns))
+        params: Any = {n: [r[n] for r in rows] for n in names}
     elif dialect == "sqlite":
-        stmt = sqlite.insert(rollup.table)
+        stmt, params = sqlite.insert(t), rows
     else:
         raise RuntimeError(f"usage rollups support SQLite and PostgreSQL, not {dialect}")
-    t = rollup.table
     stmt = stmt.on_conflict_do_update(
         index_elements=[rollup.bucket_name, *KEYS],
         set_={c: t.c[c] + stmt.excluded[c] for c in (*INT_SUMS, *FLOAT_SUMS)},
     )
-    conn.execute(stmt, rows)
+    conn.execute(stmt, params)
 
 
 def rebuild(conn: Connection) -> None:

@@ -26,7 +26,6 @@ def upgrade() -> None:
             *(sa.Column(c, sa.Float, nullable=False) for c in FLOAT_SUMS),
         )
         op.create_index(f"ix_{name}_tenant", name, ["tenant_id", bucket])
-        op.create_index(f"ix_{name}_key", name, ["key_id", bucket])
         op.execute(_backfill(name, bucket, width))
 
 
