@@ -2,10 +2,10 @@
 
     .venv/bin/python -m bench.prefix [--seconds 20]
 
-Workload: 24 groups of users, each group sharing a long system prompt (1,500
+Workload: 16 groups of users, each group sharing a long system prompt (3,000
 tokens), each request that prompt plus its own short question, 8 output
 tokens, streamed. Each `forebay sim` server (Llama-3.1-8B on one L4) keeps a
-16,000-token KV cache: the whole working set (36,000 tokens) does not fit in
+20,000-token KV cache: the whole working set (48,000 tokens) does not fit in
 one server's cache, but a quarter of it does, which is the case prefix
 affinity is for. The same closed-loop load (16 clients) runs through a
 gateway routing with `prefix_affinity` and through one routing round-robin
@@ -33,9 +33,9 @@ from bench.harness import ROOT, Proc, forebay_serve, free_port, wait_http
 
 ADMIN = "sk-fb-bench-admin-0000000000000000000000000000"
 SERVERS = 4
-GROUPS = 24
-SYSTEM_TOKENS = 1_500
-KV_TOKENS = 16_000
+GROUPS = 16
+SYSTEM_TOKENS = 3_000
+KV_TOKENS = 20_000
 CLIENTS = 16
 
 
