@@ -8,6 +8,7 @@ import logging
 import math
 import random
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -310,3 +311,13 @@ def test_the_three_parts_of_a_window_partition_it(since: float, ts: float) -> No
     in_hourly = first_hour <= HOURLY.bucket_of(ts) < first_day * 24
     in_daily = DAILY.bucket_of(ts) >= first_day
     assert in_raw + in_hourly + in_daily == (1 if ts >= since else 0)
+
+
+def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
+    engines = [make_engine(postgres_url) for _ in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(upgrade, engines))  # raises if two raced to create a table
+    with engines[0].connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0004",)]
+    for engine in engines:
+        engine.dispose()
