@@ -104,6 +104,9 @@ def serve(
         "log_level": log_level.lower(),
         "access_log": False,
         "timeout_graceful_shutdown": 30,
+        # Forebay never uses the client address, so skip X-Forwarded-* rewriting.
+        "proxy_headers": False,
+        "server_header": False,
     }
     if workers == 1:
         services = build_services(settings, env_admin_key=env_admin_key())
