@@ -115,9 +115,7 @@ class Pool:
         frees after about its deployment's mean request time. Falls back to the
         completions of the last 10 s before any request time is known."""
         rate = sum(
-            s.inflight / s.latency_ewma_s
-            for s in self.states
-            if s.latency_ewma_s and s.inflight
+            s.inflight / s.latency_ewma_s for s in self.states if s.latency_ewma_s and s.inflight
         )
         if rate > 0:
             return rate

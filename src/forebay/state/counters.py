@@ -18,6 +18,7 @@ it.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -72,13 +73,63 @@ class CounterStore(Protocol):
     async def close(self) -> None: ...
 
 
-class InProcessCounters:
-    """The counter model in plain dicts. The event loop runs one coroutine at a
-    time and nothing here awaits, so every call is atomic."""
+class _Window:
+    """One-second buckets in time order with a running total, so checking a
+    window costs O(1) apart from expiring each old bucket once."""
+
+    __slots__ = ("buckets", "order", "total")
 
     def __init__(self) -> None:
-        self._windows: dict[str, dict[int, float]] = {}
-        self._leases: dict[str, dict[str, float]] = {}
+        self.buckets: dict[int, float] = {}
+        self.order: deque[int] = deque()
+        self.total = 0.0
+
+    def expire(self, sec: int) -> None:
+        while self.order and self.order[0] <= sec - WINDOW_S:
+            self.total -= self.buckets.pop(self.order.popleft())
+        if not self.order:
+            self.total = 0.0  # no float residue once empty
+
+    def add(self, sec: int, amount: float) -> None:
+        if sec in self.buckets:
+            self.buckets[sec] += amount
+        else:
+            self.buckets[sec] = amount
+            if self.order and sec < self.order[-1]:  # the clock stepped back
+                self.order = deque(sorted(self.buckets))
+            else:
+                self.order.append(sec)
+        self.total += amount
+
+
+class _Leases:
+    """Lease expiry times by holder; expired leases are swept only once the
+    earliest expiry has passed."""
+
+    __slots__ = ("by_token", "next_expiry")
+
+    def __init__(self) -> None:
+        self.by_token: dict[str, float] = {}
+        self.next_expiry = math.inf
+
+    def sweep(self, now: float) -> None:
+        if now < self.next_expiry:
+            return
+        self.by_token = {t: exp for t, exp in self.by_token.items() if exp > now}
+        self.next_expiry = min(self.by_token.values(), default=math.inf)
+
+    def add(self, token: str, expires: float) -> None:
+        self.by_token[token] = expires
+        self.next_expiry = min(self.next_expiry, expires)
+
+
+class InProcessCounters:
+    """The counter model in plain Python structures. The event loop runs one
+    coroutine at a time and nothing here awaits, so every call is atomic."""
+
+    def __init__(self) -> None:
+        self._windows: dict[str, _Window] = {}
+        self._leases: dict[str, _Leases] = {}
         self._totals: dict[str, tuple[float, float]] = {}  # key -> (value, expires_at)
 
     async def reserve(self, checks: Sequence[Check], *, now: float, token: str) -> Outcome:
@@ -103,16 +154,18 @@ class InProcessCounters:
 
     def _current(self, check: Check, now: float, sec: int) -> tuple[float, float]:
         if check.kind == "window":
-            buckets = self._windows.get(check.key, {})
-            for b in [b for b in buckets if b <= sec - WINDOW_S]:
-                del buckets[b]
-            oldest = min(buckets, default=None)
-            return sum(buckets.values()), (oldest + WINDOW_S - now if oldest is not None else 0.0)
+            window = self._windows.get(check.key)
+            if window is None:
+                return 0.0, 0.0
+            window.expire(sec)
+            oldest = window.order[0] if window.order else None
+            return window.total, (oldest + WINDOW_S - now if oldest is not None else 0.0)
         if check.kind == "lease":
-            leases = self._leases.get(check.key, {})
-            for member in [m for m, exp in leases.items() if exp <= now]:
-                del leases[member]
-            return float(len(leases)), (1.0 if leases else 0.0)
+            leases = self._leases.get(check.key)
+            if leases is None:
+                return 0.0, 0.0
+            leases.sweep(now)
+            return float(len(leases.by_token)), (1.0 if leases.by_token else 0.0)
         value, expires = self._totals.get(check.key, (0.0, math.inf))
         if expires <= now:
             value = 0.0
@@ -121,11 +174,16 @@ class InProcessCounters:
 
     def _add(self, check: Check, now: float, sec: int, token: str) -> None:
         if check.kind == "window":
-            buckets = self._windows.setdefault(check.key, {})
-            buckets[sec] = buckets.get(sec, 0.0) + check.amount
+            window = self._windows.get(check.key)
+            if window is None:
+                window = self._windows[check.key] = _Window()
+            window.add(sec, check.amount)
         elif check.kind == "lease":
             if check.amount > 0:  # amount 0 only peeks at the count
-                self._leases.setdefault(check.key, {})[token] = now + check.ttl_s
+                leases = self._leases.get(check.key)
+                if leases is None:
+                    leases = self._leases[check.key] = _Leases()
+                leases.add(token, now + check.ttl_s)
         else:
             value, expires = self._totals.get(check.key, (0.0, now + check.ttl_s))
             self._totals[check.key] = (value + check.amount, expires)
@@ -136,11 +194,14 @@ class InProcessCounters:
     def settle_now(self, adjustments: Sequence[Adjustment], *, token: str) -> None:
         for adj in adjustments:
             if adj.kind == "window":
-                buckets = self._windows.get(adj.key)
-                if buckets is not None and adj.bucket in buckets:
-                    buckets[adj.bucket] += adj.delta
+                window = self._windows.get(adj.key)
+                if window is not None and adj.bucket in window.buckets:
+                    window.buckets[adj.bucket] += adj.delta
+                    window.total += adj.delta
             elif adj.kind == "lease":
-                self._leases.get(adj.key, {}).pop(token, None)
+                leases = self._leases.get(adj.key)
+                if leases is not None:
+                    leases.by_token.pop(token, None)
             elif adj.key in self._totals:
                 value, expires = self._totals[adj.key]
                 self._totals[adj.key] = (value + adj.delta, expires)
