@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 
@@ -29,4 +29,9 @@ class UsageEvent:
     config_revision: str
 
     def row(self) -> dict[str, Any]:
-        return asdict(self)
+        # A flat comprehension: dataclasses.asdict deep-copies every field and
+        # cost ~10x as much, on the writer thread that shares the GIL.
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS = tuple(f.name for f in fields(UsageEvent))
