@@ -197,3 +197,25 @@ def load(url: str, key: str, concurrency: int, seconds: float, *, stream: bool =
         return uvloop.run(_load(url, key, concurrency, seconds, stream))
     except ImportError:
         return asyncio.run(_load(url, key, concurrency, seconds, stream))
+
+
+def sim_fleet(servers: int, *options: str) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """`forebay sim --servers N` on consecutive free ports; its base URLs once healthy."""
+    import socket
+
+    def busy(port: int) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    port = free_port()
+    while any(busy(port + i) for i in range(servers)):
+        port = free_port()
+    proc = subprocess.Popen(
+        [*FOREBAY, "sim", "--servers", str(servers), "--base-port", str(port), *options],
+        stdout=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    urls = [f"http://127.0.0.1:{port + i}" for i in range(servers)]
+    for url in urls:
+        wait_http(f"{url}/health")
+    return proc, urls

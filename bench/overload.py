@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -34,7 +33,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from bench.harness import ROOT, Proc, forebay_serve, free_port, wait_http
+from bench.harness import Proc, forebay_serve, sim_fleet
 
 CLASSES = {  # name: (share, TTFT objective ms, max queue ms, priority)
     "realtime": (0.2, 500, 400, 0),
@@ -57,40 +56,9 @@ class Outcome:
 
 
 def start_fleet(servers: int) -> tuple[subprocess.Popen[bytes], list[str]]:
-    port = free_port()
-    while any(_busy(port + i) for i in range(servers)):
-        port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "forebay",
-            "sim",
-            "--servers",
-            str(servers),
-            "--gpu",
-            "l4",
-            "--model",
-            "llama-3.1-8b",
-            "--max-batch",
-            str(SLOTS_PER_SERVER),
-            "--base-port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        cwd=ROOT,
+    return sim_fleet(
+        servers, "--gpu", "l4", "--model", "llama-3.1-8b", "--max-batch", str(SLOTS_PER_SERVER)
     )
-    urls = [f"http://127.0.0.1:{port + i}" for i in range(servers)]
-    for url in urls:
-        wait_http(f"{url}/health")
-    return proc, urls
-
-
-def _busy(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def gateway_config(urls: list[str], classes_on: bool) -> str:

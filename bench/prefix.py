@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -29,7 +28,7 @@ import aiohttp
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.harness import ROOT, Proc, forebay_serve, free_port, wait_http
+from bench.harness import Proc, forebay_serve, sim_fleet
 
 ADMIN = "sk-fb-bench-admin-0000000000000000000000000000"
 SERVERS = 4
@@ -40,33 +39,8 @@ CLIENTS = 16
 
 
 def start_fleet() -> tuple[subprocess.Popen[bytes], list[str]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "forebay",
-            "sim",
-            "--servers",
-            str(SERVERS),
-            "--gpu",
-            "l4",
-            "--model",
-            "llama-3.1-8b",
-            "--max-batch",
-            "16",
-            "--kv-cache-tokens",
-            str(KV_TOKENS),
-            "--base-port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    urls = [f"http://127.0.0.1:{port + i}" for i in range(SERVERS)]
-    for url in urls:
-        wait_http(f"{url}/health")
-    return proc, urls
+    options = ["--gpu", "l4", "--model", "llama-3.1-8b", "--max-batch", "16"]
+    return sim_fleet(SERVERS, *options, "--kv-cache-tokens", str(KV_TOKENS))
 
 
 def config(urls: list[str], policy: str) -> str:
