@@ -90,6 +90,6 @@ def test_validate_reports_held_out_error() -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["mae_held_out"] <= 0.15
-    assert sum(r["calibration"] for r in doc["rows"]) == 2
+    assert sum(r["calibration"] for r in doc["rows"]) == 1
     table = runner.invoke(app, ["plan", "validate"])
     assert table.exit_code == 0 and "held-out rows" in table.stdout

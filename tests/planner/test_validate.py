@@ -33,13 +33,17 @@ def test_at_most_two_rows_calibrate_and_the_stored_constants_are_their_fit() -> 
     assert len(set(truth.calibration.values())) <= 2
     fitted = calibrate()
     assert fitted.serving_efficiency == pytest.approx(CONSTANTS.serving_efficiency, rel=0.01)
-    assert fitted.allreduce_efficiency == pytest.approx(CONSTANTS.allreduce_efficiency, rel=0.01)
+    # The all-reduce bandwidth is a measured figure, not a fit: calibration leaves it be.
+    assert "allreduce_efficiency" not in truth.calibration
+    assert fitted.allreduce_efficiency == CONSTANTS.allreduce_efficiency
 
 
 def test_mean_absolute_error_on_held_out_rows_is_within_15_percent() -> None:
     result = report()
     held_out = [r for r in result.results if not r.calibration]
-    assert len(held_out) == 4
+    assert len(held_out) == 5
+    # The tensor-parallel (TP2) H100 rows are predictions now, not fits.
+    assert {r.row.id for r in held_out} >= {"h100-offline", "h100-server"}
     assert result.mae <= 0.15
     for r in result.results:
         if r.calibration:

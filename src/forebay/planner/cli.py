@@ -270,12 +270,10 @@ def validate_cmd(
             "calibration" if r.calibration else "held out",
         )
     _wide().print(table)
-    out.print(
-        f"calibrated: serving_efficiency={constants.serving_efficiency} on "
-        f"{truth.calibration['serving_efficiency']}, allreduce_efficiency="
-        f"{constants.allreduce_efficiency} on {truth.calibration['allreduce_efficiency']}",
-        highlight=False,
+    fitted = ", ".join(
+        f"{name}={getattr(constants, name)} on {row}" for name, row in truth.calibration.items()
     )
+    out.print(f"calibrated: {fitted}", highlight=False)
     out.print(f"mean absolute error on held-out rows: {result.mae:.1%}", highlight=False)
     if result.mae > 0.15:
         err.print("[red]error above the 15% target[/red]")

@@ -6,12 +6,16 @@ sequence by one token and may also prefill a chunk of new prompt tokens. Its dur
 
     GEMMs      max(2 * active_params * tokens / compute,  weight bytes read / bandwidth)
   + attention  max(4 * d_attn * attended tokens / compute, KV bytes read / bandwidth)
-  + all-reduce 2 * layers * (latency + 2(tp-1)/tp * tokens * hidden * bytes / link)
+  + all-reduce 2 * layers * (latency + 2(tp-1)/tp * tokens * hidden * bytes / bus)
   + fixed step overhead
 
 so prefill comes out compute-bound, small-batch decode bandwidth-bound, and large
-batches compute-bound, with the KV cache read growing with context. The same function
-drives the planner's closed forms and every step of the simulator (`forebay.sim`).
+batches compute-bound, with the KV cache read growing with context. Compute and
+bandwidth are the whole replica's (tp GPUs), so doubling tp halves both; the all-reduce
+does not shrink with tp. It is paid once per step (its latency per collective, not per
+token), and `bus` is the achieved all-reduce bus bandwidth of one GPU's link as
+nccl-tests defines it (see `Constants.allreduce_efficiency`). The same function drives
+the planner's closed forms and every step of the simulator (`forebay.sim`).
 """
 
 from __future__ import annotations
@@ -149,6 +153,27 @@ class Replica:
         touched = m.experts * (1 - float(miss))
         return (dense + expert * touched) * bytes_per
 
+    @property
+    def allreduce_bus_bytes_per_s(self) -> float:
+        """Achieved all-reduce bus bandwidth per GPU (nccl-tests' busbw)."""
+        return self.gpu.interconnect_gbs * 1e9 * self.constants.allreduce_efficiency
+
+    def allreduce_seconds(self, tokens: float) -> float:
+        """Exposed tensor-parallel communication of one step that carries `tokens`.
+
+        Megatron-style tensor parallelism all-reduces the activations twice a layer (after
+        attention and after the MLP): each message is tokens * hidden * activation bytes,
+        and a ring (or NVLS) all-reduce moves 2(tp-1)/tp of it over each GPU's link. The
+        fixed latency is paid per collective, so per step, whatever the batch.
+        """
+        if self.tp <= 1 or tokens <= 0:
+            return 0.0
+        c = self.constants
+        ring = 2 * (self.tp - 1) / self.tp
+        message = tokens * self.model.hidden * c.activation_bytes
+        per_collective = c.allreduce_latency_s + ring * message / self.allreduce_bus_bytes_per_s
+        return 2 * self.model.layers * per_collective
+
     # -- one step -------------------------------------------------------------------------
 
     def step(
@@ -172,12 +197,7 @@ class Replica:
         attended = decode_kv_layer_tokens + prefill_attended_layer_tokens
         attn_compute = 4 * d_attn * attended / self.attention_flops_per_s
         attn_memory = decode_kv_layer_tokens * self.kv_bytes_per_layer_token / self.bytes_per_s
-        comm = 0.0
-        if self.tp > 1:
-            ring = 2 * (self.tp - 1) / self.tp
-            link = self.gpu.interconnect_gbs * 1e9 * c.allreduce_efficiency
-            message = tokens * m.hidden * c.activation_bytes
-            comm = 2 * m.layers * (c.allreduce_latency_s + ring * message / link)
+        comm = self.allreduce_seconds(tokens)
         gemm = max(gemm_compute, gemm_memory)
         attn = max(attn_compute, attn_memory)
         compute_s = (gemm_compute if gemm_compute >= gemm_memory else 0.0) + (

@@ -1,7 +1,9 @@
 """`forebay plan validate`: the performance model against public MLPerf results.
 
-Two global constants are calibrated, each on one named row; every other row is a
-prediction, and the mean absolute percentage error over those rows is the model's score.
+One global constant (serving_efficiency) is calibrated on one named row; every other
+row is a prediction, and the mean absolute percentage error over those rows is the
+model's score. The all-reduce bandwidth is a measured figure, not a fit (see
+`Constants.allreduce_efficiency`), so the tensor-parallel rows are predictions too.
 """
 
 from __future__ import annotations
@@ -142,30 +144,21 @@ def _solve(f: Callable[[float], float], lo: float, hi: float) -> float:
 
 
 def calibrate(base: Constants = CONSTANTS) -> Constants:
-    """Fit serving_efficiency, then allreduce_efficiency, each on its named row.
+    """Fit serving_efficiency, the one calibrated constant, on its named row.
 
-    The serving-efficiency row runs one GPU per replica, so it does not depend on the
-    all-reduce constant, and the two fits are independent of order.
+    That row runs one GPU per replica, so the fit does not depend on the all-reduce
+    constants; a `calibration` entry for any other constant is refused.
     """
     truth = ground_truth()
     rows = {r.id: r for r in truth.rows}
+    unknown = set(truth.calibration) - {"serving_efficiency"}
+    if unknown:
+        raise ValueError(f"no calibration procedure for {', '.join(sorted(unknown))}")
     se_row = rows[truth.calibration["serving_efficiency"]]
-    ar_row = rows[truth.calibration["allreduce_efficiency"]]
 
     def se_gap(value: float) -> float:
         c = base.model_copy(update={"serving_efficiency": value})
         return predict(se_row, c).error
 
     serving = _solve(se_gap, 0.05, 1.5)
-
-    def ar_gap(value: float) -> float:
-        c = base.model_copy(update={"serving_efficiency": serving, "allreduce_efficiency": value})
-        return predict(ar_row, c).error
-
-    allreduce = _solve(ar_gap, 0.01, 1.0)
-    return base.model_copy(
-        update={
-            "serving_efficiency": round(serving, 4),
-            "allreduce_efficiency": round(allreduce, 4),
-        }
-    )
+    return base.model_copy(update={"serving_efficiency": round(serving, 4)})
