@@ -95,6 +95,7 @@ class Pool:
         self.active = 0  # tries holding a slot
         self.requests_in_flight = 0  # requests in the dispatcher (the retry budget's base)
         self.retries_in_flight = 0
+        self._ticker: asyncio.Task[None] | None = None
 
     # -- state ---------------------------------------------------------------
     @property
@@ -262,34 +263,41 @@ class Pool:
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         t.future = future
         self._enqueue(t)
+        self._pump()
+        self._ensure_ticker()
         limit = min(t.cls.max_queue_ms / 1000, t.deadline - now)
         if t.class_name == RETRY_CLASS:
             limit = max(0.0, t.deadline - now)
-        give_up = now + limit
         try:
-            while not future.done():
-                # Slots also free up without a release (an ejection ends, a worker
-                # comes back), so look again every so often while waiting.
-                self._pump()
-                remaining = give_up - self._clock()
-                if future.done() or remaining <= 0:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(future), min(remaining, 0.1))
+            # A lease, or the shed error of an eviction.
+            return await asyncio.wait_for(asyncio.shield(future), max(limit, 0.0))
+        except TimeoutError:
+            self._remove(t)
+            if future.done() and not future.cancelled() and future.exception() is None:
+                return future.result()  # granted at the last moment
+            self._on_shed(t.class_name)
+            raise shed_error(
+                f"Model '{self.alias}' is overloaded: this {t.class_name} request waited "
+                f"{limit * 1000:.0f} ms for a slot, its class's limit. Retry later.",
+                limit,
+            ) from None
         except asyncio.CancelledError:
             self._remove(t)
             if future.done() and not future.cancelled() and future.exception() is None:
                 self.release(future.result())  # the client left just after being granted
             raise
-        if future.done():
-            return future.result()  # a lease, or the shed error of an eviction
-        self._remove(t)
-        self._on_shed(t.class_name)
-        raise shed_error(
-            f"Model '{self.alias}' is overloaded: this {t.class_name} request waited "
-            f"{limit * 1000:.0f} ms for a slot, its class's limit. Retry later.",
-            limit,
-        )
+
+    def _ensure_ticker(self) -> None:
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        """Slots also free up without a release (an ejection ends, a local worker
+        comes back): while anyone waits, look again every 100 ms. One task per
+        pool, however many requests wait."""
+        while self.waiting:
+            await asyncio.sleep(0.1)
+            self._pump()
 
     def _enqueue(self, t: Ticket) -> None:
         if not self._config.enabled:
