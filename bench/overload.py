@@ -74,7 +74,7 @@ def gateway_config(urls: list[str], classes_on: bool) -> str:
     )
     return f"""classes:
 {classes}
-admission: {{enabled: {str(classes_on).lower()}, default_class: interactive}}
+admission: {{enabled: {str(classes_on).lower()}, default_class: interactive, reserved_for_top: 0.1}}
 models:
   m:
     routing: {{policy: least_loaded}}

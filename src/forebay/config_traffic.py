@@ -66,6 +66,9 @@ class AdmissionConfig(_Strict):
     # waited, so lower classes cannot starve for ever.
     aging_s: float = Field(10.0, gt=0)
     max_queue_length: int = Field(10_000, ge=1)
+    # Share of each deployment's concurrency slots (rounded down) that only the
+    # highest-priority class may take, so it rarely waits for one to free up.
+    reserved_for_top: float = Field(0.0, ge=0, le=0.5)
     enabled: bool = True  # off: FIFO, no classes (the baseline in bench/overload.py)
 
 

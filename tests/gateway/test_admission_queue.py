@@ -26,7 +26,7 @@ class Slot:
         return True
 
 
-def _deployment(name: str) -> Deployment:
+def _deployment(name: str, slots: int = 1) -> Deployment:
     return Deployment(
         name=name,
         alias="m",
@@ -42,7 +42,7 @@ def _deployment(name: str) -> Deployment:
         connect_timeout_s=1,
         max_connections=1,
         headers=(),
-        max_concurrency=1,
+        max_concurrency=slots,
         adaptive_concurrency=False,
     )
 
@@ -55,8 +55,8 @@ class Clock:
         return self.now
 
 
-def _pool(clock: Clock, **admission: object) -> Pool:
-    state = DeploymentState.for_upstream(Slot(_deployment("d")), ResilienceConfig())  # type: ignore[arg-type]
+def _pool(clock: Clock, slots: int = 1, **admission: object) -> Pool:
+    state = DeploymentState.for_upstream(Slot(_deployment("d", slots)), ResilienceConfig())  # type: ignore[arg-type]
     return Pool("m", [state], Ordered(), AdmissionConfig(**admission), clock=clock)  # type: ignore[arg-type]
 
 
@@ -142,6 +142,18 @@ async def test_full_queue_evicts_the_lowest_class_first() -> None:
     pool.release(lease)
     remaining = [t for t in batch if t is not evicted[0]]
     pool.release(await asyncio.wait_for(remaining[0], 1))
+
+
+async def test_slots_reserved_for_the_top_class() -> None:
+    clock = Clock()
+    pool = _pool(clock, slots=10, reserved_for_top=0.2)  # 2 of 10 slots for realtime only
+    batch = [pool.try_acquire(_ticket("batch", "b", clock)) for _ in range(9)]
+    assert [lease is not None for lease in batch] == [True] * 8 + [False]
+    realtime = [pool.try_acquire(_ticket("realtime", "r", clock)) for _ in range(3)]
+    assert [lease is not None for lease in realtime] == [True, True, False]
+    for lease in [*batch, *realtime]:
+        if lease is not None:
+            pool.release(lease)
 
 
 def test_adaptive_limit_shrinks_when_latency_rises_and_recovers() -> None:

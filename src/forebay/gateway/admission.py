@@ -79,8 +79,10 @@ class Pool:
         clock: Callable[[], float] = time.monotonic,
         on_shed: Callable[[str], None] = lambda _: None,
         on_eject: Callable[[str], None] = lambda _: None,
+        top_priority: int = 0,
     ) -> None:
         self._on_eject = on_eject
+        self.top_priority = top_priority
         self.alias = alias
         self.states = list(states)
         self.policy = policy
@@ -146,7 +148,8 @@ class Pool:
         """A slot now, or None; never waits (used for hedges and the fast path)."""
         now = self._clock()
         avail, notes = self.available(now)
-        free = [s for s in avail if s.has_capacity()]
+        reserved = self._reserved_for(t)
+        free = [s for s in avail if s.has_capacity(reserved)]
         cands = [s for s in free if s.name not in t.exclude]
         if not cands and not strict_exclude:
             cands = free  # nothing else left: retry where it failed
@@ -180,6 +183,14 @@ class Pool:
         if not retry:
             self._shed_check(t, now)
         return await self._wait(t, now)
+
+    def _reserved_for(self, t: Ticket) -> float:
+        """The share of slots this request must leave for the top class."""
+        if not self._config.enabled or t.class_name == RETRY_CLASS:
+            return 0.0
+        if t.cls.priority <= self.top_priority:
+            return 0.0
+        return self._config.reserved_for_top
 
     def _someone_first(self, t: Ticket) -> bool:
         if not self._config.enabled:

@@ -76,8 +76,12 @@ class DeploymentState:
             return self.adaptive.limit
         return float(self.static_limit) if self.static_limit else math.inf
 
-    def has_capacity(self) -> bool:
-        return self.inflight < self.limit
+    def has_capacity(self, reserved: float = 0.0) -> bool:
+        """A free slot, leaving `reserved` (a share of the limit) untouched."""
+        limit = self.limit
+        if reserved and limit != math.inf:
+            limit -= math.floor(reserved * limit)
+        return self.inflight < limit
 
     def available(self, now: float) -> bool:
         return self.upstream.ready() and now >= self.ejected_until and now >= self.cooling_until

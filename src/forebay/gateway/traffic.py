@@ -74,6 +74,7 @@ def build_traffic(
             settings.admission,
             on_shed=lambda cls, a=alias: on_shed(a, cls),  # type: ignore[misc]
             on_eject=on_eject,
+            top_priority=min(c.priority for c in settings.classes.values()),
         )
         if not settings.admission.enabled:
             continue
