@@ -155,7 +155,7 @@ def test_migrations_apply_and_are_idempotent(ledger_engine: Engine) -> None:
     indexes = {i["name"] for i in sa.inspect(ledger_engine).get_indexes("usage_events")}
     assert {"ix_usage_tenant_ts", "ix_usage_key_ts", "ix_usage_ts"} <= indexes
     with ledger_engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
 
 
 def test_writer_persists_batches_and_keeps_rollups_equal_to_events(ledger_engine: Engine) -> None:
@@ -212,8 +212,12 @@ def test_migration_backfills_rollups_from_existing_events(ledger_url: str) -> No
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0003")
-    with engine.begin() as conn:  # events recorded before rollups existed
-        conn.execute(insert(usage_events), [e.row() for e in make_events(seed=5, n=300)])
+    with engine.begin() as conn:  # events recorded before rollups (and traffic_class) existed
+        rows = [e.row() for e in make_events(seed=5, n=300)]
+        conn.execute(
+            insert(usage_events),
+            [{k: v for k, v in r.items() if k != "traffic_class"} for r in rows],
+        )
     upgrade(engine)
     assert_rollups_match_events(engine)
     with engine.begin() as conn:  # and the repair path recomputes the same
@@ -318,6 +322,6 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(upgrade, engines))  # raises if two raced to create a table
     with engines[0].connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0004",)]
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0005",)]
     for engine in engines:
         engine.dispose()

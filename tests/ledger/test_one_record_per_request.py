@@ -89,6 +89,7 @@ def test_every_outcome_is_recorded_once(gw: Gateway) -> None:
     assert got["ok"]["tenant_id"] and got["ok"]["key_id"]
     assert got["ok"]["route_reason"] == "ordered: fake-echo"
     assert got["ok"]["config_revision"] == gw.services.settings.revision
+    assert got["ok"]["traffic_class"] == "interactive"  # the key's default class
     assert float(str(got["ok"]["latency_ms"])) > 0
 
     assert got["stream"]["stream"] == 1 and got["stream"]["completion_tokens"] == 3

@@ -72,6 +72,7 @@ usage_events = Table(
     Column("ttft_ms", Float, nullable=True),
     Column("latency_ms", Float, nullable=False),
     Column("config_revision", String(20), nullable=False),
+    Column("traffic_class", String(40), nullable=True),
     Index("ix_usage_tenant_ts", "tenant_id", "ts"),
     Index("ix_usage_key_ts", "key_id", "ts"),
     Index("ix_usage_ts", "ts"),

@@ -104,6 +104,7 @@ class Recorder:
                 ttft_ms=ex.ttft_s * 1000 if ex.ttft_s is not None else None,
                 latency_ms=elapsed * 1000,
                 config_revision=self._revision,
+                traffic_class=ex.class_name,
             )
         )
         self._metrics.observe(

@@ -27,6 +27,7 @@ class UsageEvent:
     ttft_ms: float | None
     latency_ms: float
     config_revision: str
+    traffic_class: str | None = None
 
     def row(self) -> dict[str, Any]:
         # A flat comprehension: dataclasses.asdict deep-copies every field and
