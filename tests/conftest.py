@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import openai
 import pytest
 import sqlalchemy as sa
 
@@ -171,3 +172,19 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     """A fresh, empty database on the session's PostgreSQL, as a SQLAlchemy URL
     (`postgresql+psycopg://...`, TCP on loopback): put it in `database: {url: ...}`."""
     return postgres_server.fresh_database()
+
+
+@pytest.fixture
+def sdk() -> Iterator[Callable[..., openai.OpenAI]]:
+    """openai.OpenAI clients that are closed when the test ends (an unclosed
+    client leaves keep-alive sockets for the garbage collector to complain about)."""
+    clients: list[openai.OpenAI] = []
+
+    def make(**kwargs: object) -> openai.OpenAI:
+        client = openai.OpenAI(**kwargs)  # type: ignore[arg-type]
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()

@@ -9,9 +9,10 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from starlette.applications import Starlette
@@ -42,6 +43,9 @@ from forebay.tenancy.bootstrap import Bootstrapped, bootstrap
 from forebay.tenancy.store import TenancyStore
 from forebay.upstreams.registry import UpstreamSet, build_upstreams
 from forebay.upstreams.signals import poll_load
+
+if TYPE_CHECKING:
+    from forebay.upstreams.local.supervisor import WorkerSupervisor
 
 log = logging.getLogger("forebay")
 
@@ -97,6 +101,9 @@ class Services:
                     self._seeded.add(key)
 
     async def start(self) -> None:
+        for name, worker in self.upstreams.workers.items():
+            # Read at scrape time, so a restart shows at once.
+            self.metrics.worker_restarts.labels(name).set_function(_restarts_of(worker))
         self.ledger.start()
         await self.refresh_keys()
         await self.upstreams.start()
@@ -137,8 +144,6 @@ class Services:
         while True:
             for up in self.upstreams.all:
                 self.metrics.upstream_ready.labels(up.deployment.name).set(1 if up.ready() else 0)
-            for name, worker in self.upstreams.workers.items():
-                self.metrics.worker_restarts.labels(name).set(worker.restarts)
             for alias, pool in self.traffic.pools.items():
                 self.metrics.in_flight.labels(alias).set(pool.requests_in_flight)
                 for state in pool.states:
@@ -156,6 +161,10 @@ class Services:
         # down must not take every replica out of the load balancer.
         ready = all(w.ready for w in self.upstreams.workers.values()) and len(self.keyring) > 0
         return ready, {"deployments": deployments, "workers": workers}
+
+
+def _restarts_of(worker: WorkerSupervisor) -> Callable[[], float]:
+    return lambda: float(worker.restarts)
 
 
 def prepare(settings: Settings, *, env_admin_key: str | None = None) -> Bootstrapped:

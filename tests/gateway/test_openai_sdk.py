@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import openai
 import pytest
 
@@ -13,8 +15,10 @@ def gw(make_gateway: GatewayFactory, upstream: Upstream):  # type: ignore[no-unt
     return make_gateway(echo_config(upstream.base_url))
 
 
-def test_chat_non_stream_returns_upstream_answer_and_route(gw, upstream) -> None:  # type: ignore[no-untyped-def]
-    client = openai.OpenAI(base_url=gw.base_url, api_key=gw.tenant_key)
+def test_chat_non_stream_returns_upstream_answer_and_route(
+    sdk: Callable[..., openai.OpenAI], gw, upstream
+) -> None:  # type: ignore[no-untyped-def]
+    client = sdk(base_url=gw.base_url, api_key=gw.tenant_key)
     raw = client.chat.completions.with_raw_response.create(
         model="echo", messages=[{"role": "user", "content": "hello big world"}]
     )
@@ -29,8 +33,8 @@ def test_chat_non_stream_returns_upstream_answer_and_route(gw, upstream) -> None
     assert sent.headers["authorization"] == "Bearer sk-upstream-secret-DO-NOT-LEAK"
 
 
-def test_chat_stream_with_usage(gw) -> None:  # type: ignore[no-untyped-def]
-    client = openai.OpenAI(base_url=gw.base_url, api_key=gw.tenant_key)
+def test_chat_stream_with_usage(sdk: Callable[..., openai.OpenAI], gw) -> None:  # type: ignore[no-untyped-def]
+    client = sdk(base_url=gw.base_url, api_key=gw.tenant_key)
     stream = client.chat.completions.create(
         model="echo",
         messages=[{"role": "user", "content": "one two three four"}],
@@ -44,8 +48,10 @@ def test_chat_stream_with_usage(gw) -> None:  # type: ignore[no-untyped-def]
     assert chunks[-1].usage.completion_tokens == 4
 
 
-def test_chat_stream_without_usage_hides_the_usage_chunk(gw, upstream) -> None:  # type: ignore[no-untyped-def]
-    client = openai.OpenAI(base_url=gw.base_url, api_key=gw.tenant_key)
+def test_chat_stream_without_usage_hides_the_usage_chunk(
+    sdk: Callable[..., openai.OpenAI], gw, upstream
+) -> None:  # type: ignore[no-untyped-def]
+    client = sdk(base_url=gw.base_url, api_key=gw.tenant_key)
     chunks = list(
         client.chat.completions.create(
             model="echo", messages=[{"role": "user", "content": "a b"}], stream=True
@@ -57,8 +63,8 @@ def test_chat_stream_without_usage_hides_the_usage_chunk(gw, upstream) -> None: 
     assert upstream.fake.seen[-1].body["stream_options"] == {"include_usage": True}
 
 
-def test_completions_and_embeddings(gw) -> None:  # type: ignore[no-untyped-def]
-    client = openai.OpenAI(base_url=gw.base_url, api_key=gw.tenant_key)
+def test_completions_and_embeddings(sdk: Callable[..., openai.OpenAI], gw) -> None:  # type: ignore[no-untyped-def]
+    client = sdk(base_url=gw.base_url, api_key=gw.tenant_key)
     comp = client.completions.create(model="echo", prompt="say this", max_tokens=1)
     assert comp.choices[0].text == "say"
     emb = client.embeddings.create(model="embed", input=["abc", "de"])
@@ -70,13 +76,13 @@ def test_completions_and_embeddings(gw) -> None:  # type: ignore[no-untyped-def]
     assert streamed == "x y"
 
 
-def test_models_lists_only_what_the_key_may_use(gw) -> None:  # type: ignore[no-untyped-def]
-    admin = openai.OpenAI(base_url=gw.base_url, api_key=gw.admin_key)
+def test_models_lists_only_what_the_key_may_use(sdk: Callable[..., openai.OpenAI], gw) -> None:  # type: ignore[no-untyped-def]
+    admin = sdk(base_url=gw.base_url, api_key=gw.admin_key)
     assert sorted(m.id for m in admin.models.list()) == ["echo", "embed", "nousage"]
     store = gw.services.store
     scoped = store.create_key("default", models=["embed"]).key
     gw.services.keyring.replace(store.active_principals())
-    client = openai.OpenAI(base_url=gw.base_url, api_key=scoped)
+    client = sdk(base_url=gw.base_url, api_key=scoped)
     assert [m.id for m in client.models.list()] == ["embed"]
     assert client.models.retrieve("embed").id == "embed"
     with pytest.raises(openai.NotFoundError):

@@ -4,6 +4,7 @@ cost and energy computed from the deployment's prices."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import httpx
 import openai
@@ -105,8 +106,10 @@ def test_every_outcome_is_recorded_once(gw: Gateway) -> None:
     assert got["aborted"]["status"] == 499 and got["aborted"]["error_type"] == "client_disconnected"
 
 
-def test_mid_stream_failure_ends_the_stream_cleanly_with_an_error_event(gw: Gateway) -> None:
-    client = openai.OpenAI(base_url=gw.base_url, api_key=gw.tenant_key, max_retries=0)
+def test_mid_stream_failure_ends_the_stream_cleanly_with_an_error_event(
+    sdk: Callable[..., openai.OpenAI], gw: Gateway
+) -> None:
+    client = sdk(base_url=gw.base_url, api_key=gw.tenant_key, max_retries=0)
     stream = client.chat.completions.create(
         model="broken", messages=[{"role": "user", "content": "a b c d e"}], stream=True
     )
@@ -118,8 +121,8 @@ def test_mid_stream_failure_ends_the_stream_cleanly_with_an_error_event(gw: Gate
     assert "incomplete" in str(raised.value)
 
 
-def test_admin_usage_sums_the_ledger(gw: Gateway) -> None:
-    client = openai.OpenAI(base_url=gw.base_url, api_key=gw.tenant_key, max_retries=0)
+def test_admin_usage_sums_the_ledger(sdk: Callable[..., openai.OpenAI], gw: Gateway) -> None:
+    client = sdk(base_url=gw.base_url, api_key=gw.tenant_key, max_retries=0)
     for _ in range(3):
         client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "a b"}])
     assert len(gw.wait_rows(3)) == 3

@@ -25,8 +25,10 @@ def sim() -> Iterator[ServerThread]:
         yield server
 
 
-def client(server: ServerThread) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+@pytest.fixture(scope="module")
+def sdk(sim: ServerThread) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{sim.url}/v1", api_key="unused", max_retries=0) as c:
+        yield c
 
 
 def metrics(server: ServerThread) -> dict[str, float]:
@@ -38,8 +40,8 @@ def words(n: int, start: int = 0) -> str:
     return " ".join(f"w{i}" for i in range(start, start + n))
 
 
-def test_openai_sdk_chat_completion_and_stream(sim: ServerThread) -> None:
-    c = client(sim)
+def test_openai_sdk_chat_completion_and_stream(sim: ServerThread, sdk: openai.OpenAI) -> None:
+    c = sdk
     reply = c.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "hello there"}], max_tokens=12
     )
@@ -65,17 +67,19 @@ def test_openai_sdk_chat_completion_and_stream(sim: ServerThread) -> None:
     assert [m.id for m in listed.data] == [MODEL]
 
 
-def test_legacy_completions_and_errors(sim: ServerThread) -> None:
-    c = client(sim)
+def test_legacy_completions_and_errors(sim: ServerThread, sdk: openai.OpenAI) -> None:
+    c = sdk
     done = c.completions.create(model=MODEL, prompt="once upon a time", max_tokens=5)
     assert done.choices[0].text and done.usage and done.usage.prompt_tokens == 4
     with pytest.raises(openai.BadRequestError):
         c.chat.completions.create(model=MODEL, messages=[], max_tokens=5)
 
 
-def test_low_load_timing_matches_the_planner_within_10_percent(sim: ServerThread) -> None:
+def test_low_load_timing_matches_the_planner_within_10_percent(
+    sim: ServerThread, sdk: openai.OpenAI
+) -> None:
     replica: Replica = sim.server.config.app.state.replica  # type: ignore[attr-defined]
-    c = client(sim)
+    c = sdk
     prompt = words(1500, start=100_000)  # unique: no prefix-cache hits
     started = time.monotonic()
     stream = c.completions.create(model=MODEL, prompt=prompt, max_tokens=48, stream=True)
@@ -95,8 +99,8 @@ def test_low_load_timing_matches_the_planner_within_10_percent(sim: ServerThread
     assert first_wall * 4.0 >= 0.8 * ttft_pred
 
 
-def test_prefix_reuse_lowers_time_to_first_token(sim: ServerThread) -> None:
-    c = client(sim)
+def test_prefix_reuse_lowers_time_to_first_token(sim: ServerThread, sdk: openai.OpenAI) -> None:
+    c = sdk
     shared = words(3000, start=200_000)
     before = metrics(sim)
 

@@ -33,17 +33,19 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gateway.stop()
 
 
-def _client(gw: Gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base_url, api_key=gw.tenant_key, max_retries=0)
+@pytest.fixture(scope="module")
+def client(gw: Gateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gw.base_url, api_key=gw.tenant_key, max_retries=0) as sdk:
+        yield sdk
 
 
-def test_models_lists_both_local_aliases(gw: Gateway) -> None:
-    ids = {m.id for m in _client(gw).models.list()}
+def test_models_lists_both_local_aliases(gw: Gateway, client: openai.OpenAI) -> None:
+    ids = {m.id for m in client.models.list()}
     assert ids == {"local", "local-embed"}
 
 
-def test_chat_generates_real_tokens(gw: Gateway) -> None:
-    resp = _client(gw).chat.completions.create(
+def test_chat_generates_real_tokens(gw: Gateway, client: openai.OpenAI) -> None:
+    resp = client.chat.completions.create(
         model="local",
         messages=[{"role": "user", "content": "Name a colour."}],
         max_tokens=8,
@@ -55,8 +57,8 @@ def test_chat_generates_real_tokens(gw: Gateway) -> None:
     assert 0 < resp.usage.completion_tokens <= 8
 
 
-def test_chat_stream_with_usage_matches_streamed_text(gw: Gateway) -> None:
-    stream = _client(gw).chat.completions.create(
+def test_chat_stream_with_usage_matches_streamed_text(gw: Gateway, client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
         model="local",
         messages=[{"role": "user", "content": "Count to five."}],
         max_tokens=12,
@@ -82,8 +84,8 @@ async def test_async_client_completions(gw: Gateway) -> None:
     assert all(r.choices[0].text for r in results)
 
 
-def test_embeddings_are_normalised_and_meaningful(gw: Gateway) -> None:
-    resp = _client(gw).embeddings.create(
+def test_embeddings_are_normalised_and_meaningful(gw: Gateway, client: openai.OpenAI) -> None:
+    resp = client.embeddings.create(
         model="local-embed", input=["a cat sat on the mat", "a kitten on a rug", "bond yields rose"]
     )
     vecs = [d.embedding for d in resp.data]
@@ -97,8 +99,10 @@ def test_embeddings_are_normalised_and_meaningful(gw: Gateway) -> None:
     assert resp.usage.prompt_tokens > 10
 
 
-def test_ledger_records_local_requests_with_real_token_counts(gw: Gateway) -> None:
-    resp = _client(gw).chat.completions.with_raw_response.create(
+def test_ledger_records_local_requests_with_real_token_counts(
+    gw: Gateway, client: openai.OpenAI
+) -> None:
+    resp = client.chat.completions.with_raw_response.create(
         model="local", messages=[{"role": "user", "content": "Hi"}], max_tokens=3
     )
     row = gw.row_for(resp.headers["x-request-id"])
