@@ -151,11 +151,13 @@ def test_cli_keys_and_usage_and_no_secret_anywhere(
     finally:
         assert gw.terminate() in (0, -15)
 
-    usage = forebay(
-        "usage", "--by", "model", "--since", "1h", "--config", str(config), "--data-dir", str(data)
-    )
+    args = ("--by", "model", "--since", "1h", "--config", str(config), "--data-dir", str(data))
+    usage = forebay("usage", "--json", *args)
     assert usage.returncode == 0, usage.stderr
-    assert re.search(r"echo\s.*\b1\b", usage.stdout), usage.stdout
+    by_model = {g["group"]: g for g in json.loads(usage.stdout)}
+    # Rejected keys never reach model resolution, so only the served requests count.
+    assert by_model["echo"]["requests"] == served and by_model["echo"]["errors"] == 0
+    assert "echo" in forebay("usage", *args).stdout  # and the table form prints
 
     # Nothing a caller sent as a secret or as prompt text is stored or logged.
     stored = b"".join(p.read_bytes() for p in [log, *data.rglob("*")] if p.is_file())
