@@ -145,7 +145,7 @@ class Services:
             for up in self.upstreams.all:
                 self.metrics.upstream_ready.labels(up.deployment.name).set(1 if up.ready() else 0)
             for alias, pool in self.traffic.pools.items():
-                self.metrics.in_flight.labels(alias).set(pool.requests_in_flight)
+                self.metrics.in_flight.labels(alias).set(pool.active)
                 for state in pool.states:
                     self.metrics.deployment_limit.labels(state.name).set(state.limit)
                 for cls in self.traffic.classes:

@@ -109,9 +109,10 @@ class Dispatcher:
             return False
         if not pool.available(time.monotonic())[0]:
             return False  # e.g. the only deployment asked us to back off (429)
-        allowed = max(
-            self._r.retry_budget_min, self._r.retry_budget_ratio * pool.requests_in_flight
-        )
+        # Requests in flight: those in the dispatcher, or holding a slot (streams
+        # hold theirs until the last byte), whichever is more.
+        active = max(pool.requests_in_flight, pool.active)
+        allowed = max(self._r.retry_budget_min, self._r.retry_budget_ratio * active)
         if pool.retries_in_flight >= allowed:
             notes.append("retry budget exhausted")
             return False
