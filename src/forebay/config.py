@@ -276,15 +276,6 @@ class Settings:
     revision: str
     source: str
 
-    @property
-    def needs_local_worker(self) -> set[str]:
-        return {
-            d.upstream_model
-            for m in self.models.values()
-            for d in m.deployments
-            if d.provider == "local"
-        }
-
 
 def default_data_dir() -> Path:
     env = os.environ.get("FOREBAY_DATA_DIR")

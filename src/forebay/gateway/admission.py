@@ -23,7 +23,7 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from forebay.api.errors import ApiError, upstream_error
@@ -410,6 +410,3 @@ class Pool:
             if ejected:
                 self._on_eject(lease.state.name)
         self.release(lease, tokens=tokens)
-
-    def served_tokens(self) -> Mapping[str, float]:
-        return dict(self._vtc)

@@ -58,10 +58,6 @@ class RedisWithFallback:
         # budget counters must be seeded from the ledger again.
         self.recoveries = 0
 
-    @property
-    def degraded(self) -> bool:
-        return self._degraded
-
     def _mark(self, degraded: bool, exc: Exception | None = None) -> None:
         if degraded == self._degraded:
             return

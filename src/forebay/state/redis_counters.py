@@ -218,9 +218,6 @@ class RedisCounters:
     async def seed(self, key: str, value: float, *, now: float, ttl_s: float) -> None:
         await self._call("seed", [key], [repr(float(value)), str(max(1, int(ttl_s)))])
 
-    async def ping(self) -> None:
-        await self._redis.ping()
-
     async def close(self) -> None:
         await self._redis.aclose()
 

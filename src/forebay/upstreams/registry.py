@@ -4,7 +4,7 @@ model workers that local deployments need."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,7 +71,3 @@ def _local_worker(dep: Deployment, settings: Settings, log_dir: Path | None) -> 
     return llama_worker(
         name=dep.name, ctx=local.ctx, parallel=local.parallel, threads=threads, log_dir=log_dir
     )
-
-
-def upstream_lookup(upstreams: UpstreamSet) -> Mapping[str, Upstream]:
-    return {u.deployment.name: u for u in upstreams.all}
