@@ -1,5 +1,6 @@
-"""Shared pieces for benchmarks: a zero-delay OpenAI-compatible upstream, a
-`forebay serve` subprocess, and a closed-loop load generator. Everything runs
+"""Shared pieces for benchmarks: the zero-delay upstream (bench/zero_upstream.py)
+as a subprocess, a `forebay serve` subprocess, a simulated fleet, and a
+closed-loop load generator. Everything runs
 on loopback and stops by itself."""
 
 from __future__ import annotations
@@ -18,36 +19,6 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 FOREBAY = [sys.executable, "-m", "forebay"]
-
-ZERO_UPSTREAM = r"""
-import asyncio, sys
-BODY = (b'{"id":"x","object":"chat.completion","model":"zero","choices":[{"index":0,'
-        b'"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],'
-        b'"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}')
-HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
-RESP = HEAD % len(BODY) + BODY
-async def handle(r, w):
-    try:
-        while True:
-            head = await r.readuntil(b"\r\n\r\n")
-            n = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    n = int(line[15:])
-            if n:
-                await r.readexactly(n)
-            w.write(RESP)
-    except Exception:
-        w.close()
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), backlog=1024)
-    await server.serve_forever()
-try:
-    import uvloop
-    uvloop.run(main())
-except ImportError:
-    asyncio.run(main())
-"""
 
 
 def free_port() -> int:
@@ -79,17 +50,6 @@ class Proc:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -101,7 +61,9 @@ class Proc:
 
 def zero_upstream() -> Proc:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", ZERO_UPSTREAM, str(port)])
+    # The same upstream bench/overhead.py measures against: pre-built answers.
+    script = ROOT / "bench" / "zero_upstream.py"
+    proc = subprocess.Popen([sys.executable, str(script), "--port", str(port)])
     deadline = time.monotonic() + 10
     import socket
 
