@@ -8,13 +8,17 @@ including reservations in flight, are at GET /admin/limits/{scope}/{ref}.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from pydantic import ValidationError
 from rich.table import Table
 
 from forebay.cli_common import ConfigOpt, DataDirOpt, JsonOpt, fail, open_database, out, print_json
+
+if TYPE_CHECKING:
+    from forebay.state.policy_store import PolicyStore
 
 limits_app = typer.Typer(help="Set, show and clear rate limits and budgets.", no_args_is_help=True)
 
@@ -30,6 +34,21 @@ def _scope(tenant: str | None, key: str | None) -> tuple[str, str]:
     if (tenant is None) == (key is None):
         raise fail("give exactly one of --tenant or --key", 2)
     return ("tenant", tenant) if tenant is not None else ("key", key or "")
+
+
+def _subject(
+    config: Path | None, data_dir: Path | None, scope: str, ref: str
+) -> tuple[PolicyStore, str]:
+    """The policy store and the subject's id, or exit saying there is no such subject."""
+    from forebay.state.policy_store import PolicyStore
+    from forebay.tenancy.store import TenancyError
+
+    store = PolicyStore(open_database(config, data_dir))
+    try:
+        subject_id, _ = store.resolve(scope, ref)  # type: ignore[arg-type]
+    except TenancyError as exc:
+        raise fail(str(exc)) from None
+    return store, subject_id
 
 
 def _budget(text: str | None, flag: str) -> dict[str, float] | None:
@@ -65,8 +84,6 @@ def limits_set(
 ) -> None:
     """Replace the limits of a tenant or key (limits not given are removed)."""
     from forebay.state.policy import LimitPolicy
-    from forebay.state.policy_store import PolicyStore
-    from forebay.tenancy.store import TenancyError
 
     scope, ref = _scope(tenant, key)
     raw: dict[str, Any] = {"rpm": rpm, "tpm": tpm, "concurrent": concurrent}
@@ -83,11 +100,7 @@ def limits_set(
         first = exc.errors()[0]
         where = "--" + str(first["loc"][0]).replace("_", "-")
         raise fail(f"{where}: {first['msg']}", 2) from None
-    store = PolicyStore(open_database(config, data_dir))
-    try:
-        subject_id, _ = store.resolve(scope, ref)  # type: ignore[arg-type]
-    except TenancyError as exc:
-        raise fail(str(exc)) from None
+    store, subject_id = _subject(config, data_dir, scope, ref)
     store.set(scope, subject_id, policy)  # type: ignore[arg-type]
     out.print(f"{scope} {subject_id}: {policy.model_dump(exclude_none=True)}", highlight=False)
 
@@ -100,15 +113,9 @@ def limits_clear(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Remove every limit of a tenant or key."""
-    from forebay.state.policy_store import PolicyStore
-    from forebay.tenancy.store import TenancyError
 
     scope, ref = _scope(tenant, key)
-    store = PolicyStore(open_database(config, data_dir))
-    try:
-        subject_id, _ = store.resolve(scope, ref)  # type: ignore[arg-type]
-    except TenancyError as exc:
-        raise fail(str(exc)) from None
+    store, subject_id = _subject(config, data_dir, scope, ref)
     if not store.clear(scope, subject_id):  # type: ignore[arg-type]
         raise fail(f"no limits are set for {scope} {subject_id}")
     out.print(f"cleared limits of {scope} {subject_id}")

@@ -143,6 +143,17 @@ class Pool:
                 notes.append(f"{s.name} skipped: cooling down after 429")
         return ok, notes
 
+    def require_available(self, now: float) -> None:
+        """Raise the 503 a caller gets when no deployment of the alias can serve."""
+        if not any(s.available(now) for s in self.states):
+            raise upstream_error(
+                503,
+                f"No deployment of model '{self.alias}' is ready right now (a local model "
+                "may still be loading, or all are ejected); retry in a few seconds.",
+                code="no_deployment_ready",
+                retry_after=5,
+            )
+
     # -- acquiring -------------------------------------------------------------
     def try_acquire(self, t: Ticket, *, strict_exclude: bool = False) -> Lease | None:
         """A slot now, or None; never waits (used for hedges and the fast path)."""
@@ -165,15 +176,7 @@ class Pool:
 
     async def acquire(self, t: Ticket, *, retry: bool = False) -> Lease:
         now = self._clock()
-        avail, _ = self.available(now)
-        if not avail:
-            raise upstream_error(
-                503,
-                f"No deployment of model '{self.alias}' is ready right now "
-                "(a local model may still be loading, or all are ejected); retry shortly.",
-                code="no_deployment_ready",
-                retry_after=5,
-            )
+        self.require_available(now)
         if retry:
             t.class_name = RETRY_CLASS
         if not self._someone_first(t):

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from forebay.api.errors import ApiError, forbidden, not_found, too_large, upstream_error
+from forebay.api.errors import ApiError, forbidden, not_found, too_large
 from forebay.config import ModelAlias
 from forebay.config_traffic import ResilienceConfig
 from forebay.gateway.auth import KeyRing, authenticate
@@ -84,15 +84,7 @@ class Gateway:
                 cls = traffic.classes[class_name]
             ex.class_name = class_name
             pool = traffic.pools[model.name]
-            available, _ = pool.available(time.monotonic())
-            if not available:
-                raise upstream_error(
-                    503,
-                    f"No deployment of model '{model.name}' is ready right now "
-                    "(a local model may still be loading); retry in a few seconds.",
-                    code="no_deployment_ready",
-                    retry_after=5,
-                )
+            pool.require_available(time.monotonic())  # before any limit is reserved
             if self._limiter is not None:
                 await self._limiter.admit(ex, model, req)
             tenant = ex.principal.tenant_id or ex.principal.key_id
