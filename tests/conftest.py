@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
-import sqlalchemy as sa
 
 from forebay.app import Services, build_services, create_app
 from forebay.config import load_settings
+from tests.support.ledger import read_ledger, wait_for_rows
 from tests.support.openai_server import FakeUpstream
 from tests.support.postgres import PostgresServer
 from tests.support.redis_server import RedisServer
@@ -60,20 +61,11 @@ class Gateway:
 
     def ledger_rows(self) -> list[dict[str, object]]:
         """Every usage record, read straight from the database file."""
-        engine = sa.create_engine(f"sqlite:///{self.data_dir / 'forebay.db'}")
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT * FROM usage_events ORDER BY id")).mappings().all()
-        engine.dispose()
-        return [dict(r) for r in rows]
+        return read_ledger(f"sqlite:///{self.data_dir / 'forebay.db'}")
 
     def wait_rows(self, count: int, timeout: float = 10) -> list[dict[str, object]]:
         """The ledger once it holds at least `count` rows (the writer batches)."""
-        deadline = time.monotonic() + timeout
-        rows = self.ledger_rows()
-        while len(rows) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
-            rows = self.ledger_rows()
-        return rows
+        return wait_for_rows(self.ledger_rows, count, timeout, interval=0.05)
 
     def row_for(self, request_id: str, timeout: float = 10) -> dict[str, object]:
         """The ledger row of one request, once written."""
@@ -188,3 +180,11 @@ def sdk() -> Iterator[Callable[..., openai.OpenAI]]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def admin(gw: Gateway) -> Iterator[httpx.Client]:
+    """An HTTP client holding the admin key, for the `gw` fixture of the test's module."""
+    headers = {"authorization": f"Bearer {gw.admin_key}"}
+    with httpx.Client(base_url=gw.url, headers=headers, timeout=10) as client:
+        yield client

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
@@ -13,13 +11,6 @@ from tests.conftest import Gateway, GatewayFactory, Upstream, echo_config
 @pytest.fixture
 def gw(make_gateway: GatewayFactory, upstream: Upstream) -> Gateway:
     return make_gateway(echo_config(upstream.base_url))
-
-
-@pytest.fixture
-def admin(gw: Gateway) -> Iterator[httpx.Client]:
-    headers = {"authorization": f"Bearer {gw.admin_key}"}
-    with httpx.Client(base_url=gw.url, headers=headers, timeout=10) as client:
-        yield client
 
 
 def _chat(gw: Gateway, key: str) -> int:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from tests.conftest import Upstream
+from tests.support.ledger import read_ledger
 from tests.support.process import ServeProcess, forebay
 
 KEY_RE = re.compile(r"sk-fb-[A-Za-z0-9_-]{20,}")
@@ -42,11 +42,7 @@ models:
 
 
 def _ledger(data: Path) -> list[dict[str, object]]:
-    engine = sa.create_engine(f"sqlite:///{data / 'forebay.db'}")
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT * FROM usage_events")).mappings().all()
-    engine.dispose()
-    return [dict(r) for r in rows]
+    return read_ledger(f"sqlite:///{data / 'forebay.db'}")
 
 
 def _chat(url: str, key: str, text: str, **extra: object) -> httpx.Response:

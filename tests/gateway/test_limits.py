@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -34,13 +33,6 @@ def _config(base_url: str) -> str:
 @pytest.fixture
 def gw(make_gateway: GatewayFactory, upstream: Upstream) -> Gateway:
     return make_gateway(_config(upstream.base_url))
-
-
-@pytest.fixture
-def admin(gw: Gateway) -> Iterator[httpx.Client]:
-    headers = {"authorization": f"Bearer {gw.admin_key}"}
-    with httpx.Client(base_url=gw.url, headers=headers, timeout=10) as client:
-        yield client
 
 
 def _chat(

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from tests.conftest import ADMIN_KEY, Upstream
+from tests.support.ledger import read_ledger, wait_for_rows
 from tests.support.process import ServeProcess
 from tests.support.redis_server import RedisServer
 
@@ -30,19 +30,10 @@ class Pair:
     db_url: str
 
     def rows(self) -> list[dict[str, object]]:
-        engine = sa.create_engine(self.db_url)
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT * FROM usage_events")).mappings().all()
-        engine.dispose()
-        return [dict(r) for r in rows]
+        return read_ledger(self.db_url)
 
     def wait_rows(self, n: int, timeout: float = 20) -> list[dict[str, object]]:
-        deadline = time.monotonic() + timeout
-        rows = self.rows()
-        while len(rows) < n and time.monotonic() < deadline:
-            time.sleep(0.1)
-            rows = self.rows()
-        return rows
+        return wait_for_rows(self.rows, n, timeout, interval=0.1)
 
     def admin(self, method: str, path: str, **kw: object) -> httpx.Response:
         headers = {"authorization": f"Bearer {ADMIN_KEY}"}
