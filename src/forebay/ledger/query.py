@@ -90,19 +90,9 @@ def summarize(engine: Engine, *, since: float, by: GroupBy) -> list[UsageRow]:
     ).group_by(parts.c.grp)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
+    # `latency` is a sum here (rollups add up), an average in summarize_raw.
     return _ordered(
-        UsageRow(
-            group=str(r.grp),
-            requests=int(r.requests),
-            errors=int(r.errors or 0),
-            prompt_tokens=int(r.prompt or 0),
-            completion_tokens=int(r.completion or 0),
-            cost_usd=float(r.cost or 0.0),
-            energy_wh=float(r.energy or 0.0),
-            avg_latency_ms=float(r.latency or 0.0) / int(r.requests) if r.requests else 0.0,
-        )
-        for r in rows
-        if r.requests
+        _usage_row(r, float(r.latency or 0.0) / int(r.requests)) for r in rows if r.requests
     )
 
 
@@ -119,19 +109,7 @@ def summarize_raw(engine: Engine, *, since: float, by: GroupBy) -> list[UsageRow
     ).where(ue.c.ts >= since)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    return _ordered(
-        UsageRow(
-            group=str(r.grp),
-            requests=int(r.requests),
-            errors=int(r.errors or 0),
-            prompt_tokens=int(r.prompt or 0),
-            completion_tokens=int(r.completion or 0),
-            cost_usd=float(r.cost or 0.0),
-            energy_wh=float(r.energy or 0.0),
-            avg_latency_ms=float(r.latency or 0.0),
-        )
-        for r in rows
-    )
+    return _ordered(_usage_row(r, float(r.latency or 0.0)) for r in rows)
 
 
 def _from_rollup(rollup: Rollup, by: GroupBy) -> Select[Any]:
@@ -180,3 +158,16 @@ def _grouped(
 
 def _ordered(rows: Iterable[UsageRow]) -> list[UsageRow]:
     return sorted(rows, key=lambda r: (-r.cost_usd, -r.requests, r.group))
+
+
+def _usage_row(r: Any, avg_latency_ms: float) -> UsageRow:  # an SQL result row
+    return UsageRow(
+        group=str(r.grp),
+        requests=int(r.requests),
+        errors=int(r.errors or 0),
+        prompt_tokens=int(r.prompt or 0),
+        completion_tokens=int(r.completion or 0),
+        cost_usd=float(r.cost or 0.0),
+        energy_wh=float(r.energy or 0.0),
+        avg_latency_ms=avg_latency_ms,
+    )
