@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from forebay.app import Services, build_services, create_app
-from forebay.config import load_settings
+from forebay.config.load import load_settings
 from tests.support.ledger import read_ledger, wait_for_rows
 from tests.support.openai_server import FakeUpstream
 from tests.support.postgres import PostgresServer

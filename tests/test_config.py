@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from forebay.config import ConfigError, load_settings
+from forebay.config.load import load_settings
+from forebay.errors import ConfigError
 from tests.support.process import forebay
 
 GOOD = """\

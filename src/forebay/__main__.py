@@ -1,3 +1,3 @@
-from forebay.cli import main
+from forebay.cli.main import main
 
 main()

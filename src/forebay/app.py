@@ -21,14 +21,16 @@ from starlette.responses import Response
 
 from forebay.api.admin import admin_routes
 from forebay.api.admin_limits import limit_routes
-from forebay.api.errors import ApiError
+from forebay.api.errors import error_response
 from forebay.api.openai import openai_routes
 from forebay.api.ops import ops_routes
-from forebay.config import Settings
+from forebay.config.settings import Settings
 from forebay.db.engine import database_url, make_engine
 from forebay.db.migrate import upgrade
+from forebay.errors import ForebayError
 from forebay.gateway.auth import KeyRing
 from forebay.gateway.limits import Limiter, budget_key, period_bounds
+from forebay.gateway.load_signals import poll_load
 from forebay.gateway.pipeline import Gateway
 from forebay.gateway.recorder import Recorder
 from forebay.gateway.traffic import Traffic, build_traffic
@@ -42,7 +44,6 @@ from forebay.telemetry.metrics import Metrics
 from forebay.tenancy.bootstrap import Bootstrapped, bootstrap
 from forebay.tenancy.store import TenancyStore
 from forebay.upstreams.registry import UpstreamSet, build_upstreams
-from forebay.upstreams.signals import poll_load
 
 if TYPE_CHECKING:
     from forebay.upstreams.local.supervisor import WorkerSupervisor
@@ -181,7 +182,7 @@ def prepare(settings: Settings, *, env_admin_key: str | None = None) -> Bootstra
 
 def app_from_env() -> Starlette:
     """The app of one `forebay serve --workers N` worker process."""
-    from forebay.config import load_settings
+    from forebay.config.load import load_settings
 
     config = os.environ.get("FOREBAY_CONFIG")
     data_dir = os.environ.get("FOREBAY_DATA_DIR")  # set by the parent to what it resolved
@@ -281,24 +282,28 @@ def create_app(services: Services) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
 
     async def api_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
-        return exc.response()
+        assert isinstance(exc, ForebayError)
+        return error_response(exc)
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return ApiError(
-            404,
-            f"No route {request.method} {request.url.path}; the API lives under /v1.",
-            code="unknown_url",
-        ).response()
+        return error_response(
+            ForebayError(
+                404,
+                f"No route {request.method} {request.url.path}; the API lives under /v1.",
+                code="unknown_url",
+            )
+        )
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        return ApiError(
-            405,
-            f"{request.method} is not allowed on {request.url.path}.",
-            code="method_not_allowed",
-        ).response()
+        return error_response(
+            ForebayError(
+                405,
+                f"{request.method} is not allowed on {request.url.path}.",
+                code="method_not_allowed",
+            )
+        )
 
-    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(ForebayError, api_error)
     app.add_exception_handler(404, not_found)
     app.add_exception_handler(405, method_not_allowed)
     return app

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from forebay.api.errors import ApiError
-from forebay.config import Deployment
-from forebay.config_traffic import DEFAULT_CLASSES, AdmissionConfig, ResilienceConfig
+from forebay.config.settings import Deployment
+from forebay.config.traffic import DEFAULT_CLASSES, AdmissionConfig, ResilienceConfig
+from forebay.errors import ForebayError
 from forebay.gateway.admission import Lease, Pool, Ticket
 from forebay.gateway.health import AdaptiveLimit, DeploymentState
 from forebay.gateway.routing import Ordered, RouteRequest
@@ -133,7 +133,7 @@ async def test_full_queue_evicts_the_lowest_class_first() -> None:
     await asyncio.sleep(0.01)
     evicted = [t for t in batch if t.done()]
     assert len(evicted) == 1
-    with pytest.raises(ApiError) as raised:
+    with pytest.raises(ForebayError) as raised:
         evicted[0].result()
     assert raised.value.status == 503 and "higher class" in raised.value.message
     pool.release(holder)

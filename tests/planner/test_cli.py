@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from forebay.cli import app
+from forebay.cli.main import app
 
 runner = CliRunner()
 

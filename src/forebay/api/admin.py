@@ -14,10 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from forebay.api.errors import ApiError, bad_request, not_found
+from forebay.api.errors import error_response
+from forebay.errors import ForebayError, TenancyError, bad_request, not_found
 from forebay.gateway.auth import KeyRing, authenticate, require_admin
 from forebay.ledger.query import parse_since, summarize
-from forebay.tenancy.store import TenancyError, TenancyStore
+from forebay.tenancy.store import TenancyStore
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -37,10 +38,10 @@ def admin_guard(keyring: KeyRing) -> Callable[[Handler], Handler]:
                 )
                 require_admin(principal)
                 return await handler(request)
-            except ApiError as err:
-                return err.response()
+            except ForebayError as err:
+                return error_response(err)
             except TenancyError as err:
-                return bad_request(str(err)).response()
+                return error_response(bad_request(str(err)))
 
         return wrapper
 
@@ -50,7 +51,7 @@ def admin_guard(keyring: KeyRing) -> Callable[[Handler], Handler]:
 async def body_of(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if len(raw) > 64 * 1024:
-        raise ApiError(413, "Admin request bodies are limited to 64 KiB.")
+        raise ForebayError(413, "Admin request bodies are limited to 64 KiB.")
     try:
         obj = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError:

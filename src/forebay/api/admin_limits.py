@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from forebay.api.admin import admin_guard, body_of, json_response
-from forebay.api.errors import bad_request, not_found
+from forebay.errors import bad_request, not_found
 from forebay.gateway.auth import KeyRing
 from forebay.gateway.limits import Limiter, period_bounds
 from forebay.state.policy import LimitPolicy, Scope, Subject

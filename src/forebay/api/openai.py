@@ -9,8 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from forebay.api.errors import ApiError, not_found
-from forebay.config import ModelAlias
+from forebay.api.errors import error_response
+from forebay.config.settings import ModelAlias
+from forebay.errors import ForebayError, not_found
 from forebay.gateway.auth import KeyRing, authenticate
 from forebay.gateway.pipeline import Gateway
 from forebay.upstreams.base import Endpoint
@@ -37,8 +38,8 @@ def openai_routes(
     async def list_models(request: Request) -> Response:
         try:
             data = [_model_object(m) for m in visible(request)]
-        except ApiError as err:
-            return err.response()
+        except ForebayError as err:
+            return error_response(err)
         return Response(
             orjson.dumps({"object": "list", "data": data}), media_type="application/json"
         )
@@ -51,8 +52,8 @@ def openai_routes(
                 raise not_found(
                     f"The model '{name[:200]}' does not exist or your key cannot use it."
                 )
-        except ApiError as err:
-            return err.response()
+        except ForebayError as err:
+            return error_response(err)
         return Response(orjson.dumps(_model_object(found[0])), media_type="application/json")
 
     return [

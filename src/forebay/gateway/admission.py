@@ -26,12 +26,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from forebay.api.errors import ApiError, upstream_error
-from forebay.config_traffic import AdmissionConfig, TrafficClassConfig
+from forebay.config.traffic import AdmissionConfig, TrafficClassConfig
+from forebay.errors import ForebayError, UpstreamFailure, upstream_error
 from forebay.gateway.failures import FAILOVER_STATUSES, overload_signal
 from forebay.gateway.health import DeploymentState
 from forebay.gateway.routing import Pick, Policy, RouteRequest
-from forebay.upstreams.base import UpstreamFailure
 
 RETRY_CLASS = "\x00retry"  # retries go ahead of every class: they were admitted already
 _seq = itertools.count()
@@ -63,7 +62,7 @@ class Lease:
         return self.pick.reason([*self.notes, *extra])
 
 
-def shed_error(message: str, retry_after_s: float) -> ApiError:
+def shed_error(message: str, retry_after_s: float) -> ForebayError:
     return upstream_error(
         503, message, code="overloaded", retry_after=max(1, math.ceil(retry_after_s))
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from forebay.api.errors import ApiError, unauthorized
+from forebay.errors import ForebayError, unauthorized
 from forebay.tenancy.keys import Principal, hash_key
 
 ENV_ADMIN = Principal(
@@ -67,7 +67,7 @@ def authenticate(ring: KeyRing, authorization: str | None, api_key_header: str |
 
 def require_admin(principal: Principal) -> None:
     if not principal.is_admin:
-        raise ApiError(
+        raise ForebayError(
             403,
             "This endpoint needs an admin key; tenant keys cannot manage tenancy.",
             type="permission_error",

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from forebay.api.errors import ApiError, forbidden
-from forebay.config_traffic import TrafficClassConfig
+from forebay.config.traffic import TrafficClassConfig
+from forebay.errors import ForebayError, forbidden
 from forebay.tenancy.keys import Principal
 
 CLASS_HEADER = "x-forebay-class"
@@ -25,7 +25,7 @@ def resolve_class(
         return name, classes[name]
     name = asked.strip().lower()
     if name not in classes:
-        raise ApiError(
+        raise ForebayError(
             400,
             f"Unknown traffic class '{name[:40]}' in {CLASS_HEADER}; "
             f"this gateway has: {', '.join(sorted(classes))}.",

@@ -24,14 +24,15 @@ from typing import Any
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from forebay.config_traffic import ResilienceConfig
+from forebay.config.traffic import ResilienceConfig
+from forebay.errors import UpstreamFailure
 from forebay.gateway.admission import Lease, Pool, Ticket
 from forebay.gateway.failures import as_api_error, short, worth_failover
 from forebay.gateway.metering import estimate_prompt_tokens, usage_counts
 from forebay.gateway.recorder import Exchange, Recorder
 from forebay.gateway.sse import SseRelay, error_event
 from forebay.gateway.validate import ParsedRequest
-from forebay.upstreams.base import UpstreamFailure, UpstreamReply, UpstreamStream
+from forebay.upstreams.base import UpstreamReply, UpstreamStream
 
 
 @dataclass

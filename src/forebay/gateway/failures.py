@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import orjson
 
-from forebay.api.errors import ApiError, upstream_error
-from forebay.upstreams.base import UpstreamFailure
+from forebay.errors import ForebayError, UpstreamFailure, upstream_error
 
 # Upstream statuses that say "this deployment cannot serve now", worth another.
 FAILOVER_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -29,7 +28,7 @@ def short(failure: UpstreamFailure) -> str:
     return f"HTTP {failure.status}" if failure.status else failure.kind
 
 
-def as_api_error(failure: UpstreamFailure, deployment: str, secret: str | None) -> ApiError:
+def as_api_error(failure: UpstreamFailure, deployment: str, secret: str | None) -> ForebayError:
     if failure.kind == "status" and failure.status in CALLER_STATUSES:
         body = failure.body
         if secret and secret.encode() in body:
@@ -37,11 +36,11 @@ def as_api_error(failure: UpstreamFailure, deployment: str, secret: str | None) 
         message = (
             upstream_message(body) or f"the upstream rejected the request (HTTP {failure.status})"
         )
-        return ApiError(failure.status, message, code="upstream_rejected_request")
+        return ForebayError(failure.status, message, code="upstream_rejected_request")
     if failure.kind == "status" and failure.status == 429:
         retry = failure.retry_after or ""
         retry = retry if retry.isdigit() else "1"
-        return ApiError(
+        return ForebayError(
             429,
             f"Deployment '{deployment}' is rate limiting Forebay; retry after {retry} s.",
             type="rate_limit_error",
@@ -107,5 +106,5 @@ def upstream_message(body: bytes) -> str | None:
     return None
 
 
-def error_type_for(err: ApiError) -> str:
+def error_type_for(err: ForebayError) -> str:
     return err.code or err.type

@@ -8,7 +8,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from forebay.config_traffic import ResilienceConfig
+from forebay.config.traffic import ResilienceConfig
 from forebay.upstreams.base import Upstream
 
 DEFAULT_CEILING = 1024  # adaptive limit's ceiling when no max_concurrency is set

@@ -22,8 +22,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from forebay.api.errors import ApiError
-from forebay.config import LimitsConfig, ModelAlias
+from forebay.config.schema import LimitsConfig
+from forebay.config.settings import ModelAlias
+from forebay.errors import ForebayError
 from forebay.gateway.metering import prompt_token_bound
 from forebay.gateway.recorder import Exchange
 from forebay.gateway.validate import ParsedRequest, max_output_tokens
@@ -177,7 +178,7 @@ class Limiter:
             )
         except StateUnavailable as exc:
             self._metrics.limit_rejections.labels(_tenant(p), f"{exc.what}_unavailable").inc()
-            raise ApiError(
+            raise ForebayError(
                 503,
                 f"Forebay cannot check this key's {exc.what} right now (its shared counter store "
                 "is unreachable); retry shortly, and tell your Forebay admin if it persists.",
@@ -299,7 +300,7 @@ def _rate_headers(checks: list[Labelled], outcome: Outcome) -> dict[str, str]:
 
 def _refusal(
     c: Labelled, used: float, wait: float, headers: dict[str, str], now: float
-) -> ApiError:
+) -> ForebayError:
     who = f"{c.subject.scope} '{c.subject.label}'"
     retry = str(max(1, math.ceil(wait)))
     headers = {**headers, "retry-after": retry}
@@ -307,7 +308,7 @@ def _refusal(
     if c.name in ("requests", "tokens"):
         what = "requests per minute (RPM)" if c.name == "requests" else "tokens per minute (TPM)"
         asked = "" if c.name == "requests" else f", requested {int(c.check.amount)}"
-        return ApiError(
+        return ForebayError(
             429,
             f"Rate limit reached for {who} on {what}: limit {int(limit)}, used {int(used)}{asked}. "
             f"Please try again in {_duration(wait)}.",
@@ -316,7 +317,7 @@ def _refusal(
             headers=headers,
         )
     if c.name == "concurrent":
-        return ApiError(
+        return ForebayError(
             429,
             f"{who.capitalize()} already has {int(used)} requests in flight, its limit; "
             "retry when one finishes.",
@@ -329,7 +330,7 @@ def _refusal(
     resets = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end))
     amount = f"${limit:,.2f}" if unit == "usd" else f"{int(limit):,} tokens"
     spent = f"${used:,.4f}" if unit == "usd" else f"{int(used):,} tokens"
-    return ApiError(
+    return ForebayError(
         429,
         f"{who.capitalize()} has reached its {'daily' if period == 'day' else 'monthly'} budget of "
         f"{amount} ({spent} spent or reserved; this request needs up to "

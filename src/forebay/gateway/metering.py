@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from forebay.config import Deployment
+from forebay.config.settings import Deployment
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English BPE tokenizers
 

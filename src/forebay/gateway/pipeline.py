@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from forebay.api.errors import ApiError, forbidden, not_found, too_large
-from forebay.config import ModelAlias
-from forebay.config_traffic import ResilienceConfig
+from forebay.config.settings import ModelAlias
+from forebay.config.traffic import ResilienceConfig
+from forebay.errors import ForebayError, forbidden, not_found, too_large
 from forebay.gateway.auth import KeyRing, authenticate
 from forebay.gateway.classes import CLASS_HEADER, resolve_class
 from forebay.gateway.dispatch import Dispatcher
@@ -92,10 +92,11 @@ class Gateway:
             response = await self._dispatcher.send(
                 ex, req, pool, ticket, hedge=cls.hedge and traffic.admission.enabled
             )
-        except ApiError as err:
+        except ForebayError as err:
             ex.fail(err.status, error_type_for(err))
             self._recorder.finish(ex)
-            return err.response({"x-request-id": ex.request_id})
+            err.headers["x-request-id"] = ex.request_id
+            raise
         except BaseException:
             ex.fail(500, "internal_error")
             self._recorder.finish(ex)
@@ -113,7 +114,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             if int(declared) > limit:
                 raise too_large(limit)
         except ValueError:
-            raise ApiError(400, "The Content-Length header is not a number.") from None
+            raise ForebayError(400, "The Content-Length header is not a number.") from None
     parts: list[bytes] = []
     size = 0
     async for chunk in request.stream():

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from forebay.config import Deployment
+from forebay.config.settings import Deployment
 from forebay.gateway.metering import cost_usd, energy_wh
 from forebay.ledger.events import UsageEvent
 from forebay.ledger.writer import LedgerWriter

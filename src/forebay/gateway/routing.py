@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from forebay.config_traffic import PolicyName
+from forebay.config.traffic import PolicyName
 from forebay.gateway.health import DeploymentState
 
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from forebay.config import ModelAlias, Settings
-from forebay.config_traffic import AdmissionConfig, TrafficClassConfig
+from forebay.config.settings import ModelAlias, Settings
+from forebay.config.traffic import AdmissionConfig, TrafficClassConfig
 from forebay.gateway.admission import Pool, Ticket
 from forebay.gateway.health import DeploymentState
 from forebay.gateway.routing import Policy, RouteRequest, make_policy, prefix_key

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from forebay.api.errors import ApiError, bad_request, too_large
+from forebay.errors import ForebayError, bad_request, too_large
 from forebay.upstreams.base import Endpoint
 
 # Body fields that would let a caller steer where a request goes or what
@@ -149,7 +149,7 @@ def max_output_tokens(payload: dict[str, Any]) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def kind_mismatch(endpoint: Endpoint, alias: str, kind: str) -> ApiError | None:
+def kind_mismatch(endpoint: Endpoint, alias: str, kind: str) -> ForebayError | None:
     if endpoint is Endpoint.EMBEDDINGS and kind != "embedding":
         return bad_request(
             f"Model '{alias}' is a {kind} model; /v1/embeddings needs an embedding model.",

@@ -13,8 +13,8 @@ import orjson
 from sqlalchemy import Engine, delete, func, insert, select, update
 
 from forebay.db.schema import api_keys, limits, tenants, usage_events
+from forebay.errors import TenancyError
 from forebay.state.policy import LimitPolicy, Scope
-from forebay.tenancy.store import TenancyError
 
 
 class PolicyStore:

@@ -11,11 +11,8 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from forebay.db.schema import api_keys, tenants
+from forebay.errors import TenancyError
 from forebay.tenancy.keys import Principal, display_prefix, hash_key, new_id, new_key
-
-
-class TenancyError(Exception):
-    """A request to change tenancy that cannot be carried out, phrased for a person."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,39 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from forebay.config import Deployment
+from forebay.config.settings import Deployment
 
 
 class Endpoint(StrEnum):
     CHAT = "chat/completions"
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
-
-
-FailureKind = Literal["connect", "timeout", "status", "protocol", "unavailable"]
-
-
-class UpstreamFailure(Exception):
-    """The upstream could not give an answer. `status` is set for HTTP errors;
-    `body` is the upstream's error body (already free of our secrets)."""
-
-    def __init__(
-        self,
-        kind: FailureKind,
-        detail: str,
-        *,
-        status: int | None = None,
-        body: bytes = b"",
-        retry_after: str | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
-        self.status = status
-        self.body = body
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from forebay.config import Deployment
-from forebay.upstreams.base import Endpoint, FailureKind, UpstreamFailure, UpstreamReply
+from forebay.config.settings import Deployment
+from forebay.errors import FailureKind, UpstreamFailure
+from forebay.upstreams.base import Endpoint, UpstreamReply
 
 _MAX_ERROR_BODY = 64 * 1024
 

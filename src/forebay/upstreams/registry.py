@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from forebay.config import Deployment, Settings
+from forebay.config.settings import Deployment, Settings
 from forebay.upstreams.base import Upstream
 from forebay.upstreams.openai_compat import OpenAICompatUpstream
 

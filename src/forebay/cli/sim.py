@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from forebay.cli_common import fail, out
+from forebay.cli.common import fail, out
 from forebay.planner.catalogue import CatalogueError
 
 

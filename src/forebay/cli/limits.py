@@ -15,7 +15,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from forebay.cli_common import ConfigOpt, DataDirOpt, JsonOpt, fail, open_database, out, print_json
+from forebay.cli.common import ConfigOpt, DataDirOpt, JsonOpt, fail, open_database, out, print_json
 
 if TYPE_CHECKING:
     from forebay.state.policy_store import PolicyStore
@@ -40,8 +40,8 @@ def _subject(
     config: Path | None, data_dir: Path | None, scope: str, ref: str
 ) -> tuple[PolicyStore, str]:
     """The policy store and the subject's id, or exit saying there is no such subject."""
+    from forebay.errors import TenancyError
     from forebay.state.policy_store import PolicyStore
-    from forebay.tenancy.store import TenancyError
 
     store = PolicyStore(open_database(config, data_dir))
     try:

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from forebay.config.strict import Strict
 
 PolicyName = Literal[
     "ordered", "weighted", "least_loaded", "cheapest_within_slo", "prefix_affinity"
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TrafficClassConfig(_Strict):
+class TrafficClassConfig(Strict):
     """A class of traffic: lower `priority` is served first."""
 
     priority: int = Field(ge=0)
@@ -60,7 +58,7 @@ DEFAULT_CLASSES: dict[str, TrafficClassConfig] = {
 }
 
 
-class AdmissionConfig(_Strict):
+class AdmissionConfig(Strict):
     default_class: str = "interactive"
     # A waiting request moves up one priority level for every `aging_s` it has
     # waited, so lower classes cannot starve for ever.
@@ -72,7 +70,7 @@ class AdmissionConfig(_Strict):
     enabled: bool = True  # off: FIFO, no classes (the baseline in bench/overload.py)
 
 
-class RoutingConfig(_Strict):
+class RoutingConfig(Strict):
     policy: PolicyName = "ordered"
     prefix_chars: int = Field(2048, ge=64, description="prompt characters hashed for affinity")
     max_imbalance: float = Field(
@@ -80,7 +78,7 @@ class RoutingConfig(_Strict):
     )
 
 
-class ResilienceConfig(_Strict):
+class ResilienceConfig(Strict):
     max_attempts: int = Field(3, ge=1)
     backoff_base_ms: float = Field(25.0, ge=0)
     backoff_cap_ms: float = Field(250.0, ge=0)

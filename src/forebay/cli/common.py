@@ -12,7 +12,8 @@ from rich.console import Console
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from forebay.config import Settings
+    from forebay.config.settings import Settings
+    from forebay.tenancy.store import TenancyStore
 
 out = Console()
 err = Console(stderr=True)
@@ -45,7 +46,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def load_or_exit(config: Path | None, data_dir: Path | None) -> Settings:
-    from forebay.config import ConfigError, load_settings
+    from forebay.config.load import load_settings
+    from forebay.errors import ConfigError
 
     try:
         return load_settings(config, data_dir=data_dir)
@@ -64,3 +66,16 @@ def open_database(config: Path | None, data_dir: Path | None) -> Engine:
     engine = make_engine(database_url(settings.database_url, settings.data_dir))
     upgrade(engine)
     return engine
+
+
+def open_tenancy(config: Path | None, data_dir: Path | None) -> tuple[TenancyStore, Engine]:
+    from forebay.tenancy.store import TenancyStore
+
+    engine = open_database(config, data_dir)
+    return TenancyStore(engine), engine
+
+
+def when(ts: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from forebay.cli_common import err, fail, out, print_json
+from forebay.cli.common import err, fail, out, print_json
 from forebay.planner.catalogue import (
     CatalogueError,
     KvDtype,

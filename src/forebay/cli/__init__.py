@@ -1,0 +1,1 @@
+"""The `forebay` command line, one module per command group; `main` assembles them."""

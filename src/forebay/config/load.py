@@ -1,0 +1,195 @@
+"""Read forebay.yaml in two phases: validate the raw schema (errors name the
+field and its line), then freeze it into `Settings` with `${ENV}` references
+resolved."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from pydantic import ValidationError
+
+from forebay.config.defaults import DEFAULT_CONFIG, LOCAL_MODELS
+from forebay.config.schema import RawConfig
+from forebay.config.settings import Deployment, ModelAlias, Settings, default_data_dir
+from forebay.errors import ConfigError
+
+ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def load_settings(
+    path: Path | None,
+    *,
+    data_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read, validate and resolve a config file (or the built-in default)."""
+    env = os.environ if environ is None else environ
+    if path is None:
+        raw_obj: Any = DEFAULT_CONFIG
+        text = orjson.dumps(DEFAULT_CONFIG, option=orjson.OPT_SORT_KEYS).decode()
+        source, root = "<built-in default>", None
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        source = str(path)
+        try:
+            root = yaml.compose(text)
+            raw_obj = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+        if raw_obj is None:
+            raw_obj = {}
+        if not isinstance(raw_obj, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of settings")
+        if "models" not in raw_obj:  # a file that only tunes settings keeps the local models
+            raw_obj = {**raw_obj, "models": DEFAULT_CONFIG["models"]}
+    revision = hashlib.sha256(text.encode()).hexdigest()[:12]
+    resolved = _interpolate(raw_obj, env, (), source, root)
+    try:
+        raw = RawConfig.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source, root)) from None
+    return _freeze(raw, source=source, revision=revision, data_dir=data_dir, env=env)
+
+
+def _interpolate(
+    value: Any, env: Mapping[str, str], loc: tuple[Any, ...], source: str, root: yaml.Node | None
+) -> Any:
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            where = _where(source, root, loc)
+            raise ConfigError(
+                f"{where}: {_dotted(loc)} refers to ${{{name}}}, which is not set in the "
+                f"environment (set it, or write ${{{name}:-default}})"
+            )
+
+        return ENV_PATTERN.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, (*loc, k), source, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, (*loc, i), source, root) for i, v in enumerate(value)]
+    return value
+
+
+def _freeze(
+    raw: RawConfig,
+    *,
+    source: str,
+    revision: str,
+    data_dir: Path | None,
+    env: Mapping[str, str],
+) -> Settings:
+    chosen_dir = data_dir or (Path(raw.data_dir) if raw.data_dir else None)
+    if chosen_dir is None:
+        chosen_dir = Path(env["FOREBAY_DATA_DIR"]) if "FOREBAY_DATA_DIR" in env else None
+    final_dir = (chosen_dir or default_data_dir()).expanduser()
+    models: dict[str, ModelAlias] = {}
+    for alias, m in raw.models.items():
+        deps = []
+        for d in m.deployments:
+            if d.provider == "local" and LOCAL_MODELS[d.model] != m.kind:
+                raise ConfigError(
+                    f"{source}: models.{alias} is kind {m.kind!r} but local model "
+                    f"{d.model!r} is {LOCAL_MODELS[d.model]!r}"
+                )
+            deps.append(
+                Deployment(
+                    name=d.name,
+                    alias=alias,
+                    provider=d.provider,
+                    base_url=d.base_url.rstrip("/") if d.base_url else None,
+                    upstream_model=d.model,
+                    api_key=d.api_key or None,
+                    usd_per_input_token=d.price.input_per_million / 1e6,
+                    usd_per_output_token=d.price.output_per_million / 1e6,
+                    joules_per_input_token=d.energy.joules_per_input_token,
+                    joules_per_output_token=d.energy.joules_per_output_token,
+                    timeout_s=d.timeout_s,
+                    connect_timeout_s=d.connect_timeout_s,
+                    max_connections=d.max_connections,
+                    headers=tuple(sorted(d.headers.items())),
+                    weight=d.weight,
+                    max_concurrency=d.max_concurrency,
+                    adaptive_concurrency=d.adaptive_concurrency,
+                    first_byte_timeout_s=d.first_byte_timeout_s,
+                )
+            )
+        models[alias] = ModelAlias(alias, m.kind, m.description, tuple(deps), m.routing)
+    return Settings(
+        host=raw.server.host,
+        port=raw.server.port,
+        max_body_bytes=raw.server.max_body_bytes,
+        data_dir=final_dir,
+        database_url=raw.database.url,
+        redis=raw.redis,
+        limits=raw.limits,
+        ledger=raw.ledger,
+        local=raw.local,
+        key_refresh_s=raw.key_refresh_s,
+        classes=dict(raw.classes),
+        admission=raw.admission,
+        resilience=raw.resilience,
+        models=models,
+        revision=revision,
+        source=source,
+    )
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+
+
+def _describe(exc: ValidationError, source: str, root: yaml.Node | None) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting (check the spelling; see forebay.example.yaml)"
+        lines.append(f"{_where(source, root, loc)}: {_dotted(loc) or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def _where(source: str, root: yaml.Node | None, loc: tuple[Any, ...]) -> str:
+    line = _line_of(root, loc)
+    return f"{source}:{line}" if line else source
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Line (1-based) of the deepest node of `loc` that exists in the YAML tree."""
+    best = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for key, val in node.value:
+                if key.value == str(part):
+                    best = key.start_mark.line + 1
+                    nxt = val
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part < len(node.value):
+                node = node.value[part]
+                best = node.start_mark.line + 1
+            else:
+                node = None
+        else:
+            node = None
+        if node is None:
+            break
+    return best
