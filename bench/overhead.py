@@ -72,7 +72,7 @@ BODIES = {
         }
     ),
 }
-TARGETS = ("direct", "forebay", "litellm")
+TARGETS = ("direct", "baseline", "forebay", "litellm")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -223,7 +223,11 @@ def forebay_config(tmp: Path, upstream_port: int) -> Path:
     return path
 
 
-def start_forebay(config: Path, data_dir: Path, log: Path) -> Service:
+def start_forebay(
+    config: Path, data_dir: Path, log: Path, source: Path | None = None, name: str = "forebay"
+) -> Service:
+    """`forebay serve` from this checkout, or (`source`) from another checkout's src/
+    run by the same interpreter and packages, for a before/after comparison."""
     port = free_port()
     cmd = [
         str(FOREBAY_BIN),
@@ -239,9 +243,21 @@ def start_forebay(config: Path, data_dir: Path, log: Path) -> Service:
         "--log-level",
         "warning",
     ]
-    svc = spawn("forebay", cmd, port, log, {"FOREBAY_ADMIN_KEY": ADMIN_KEY})
+    env = {"FOREBAY_ADMIN_KEY": ADMIN_KEY}
+    if source is not None:
+        cmd[:1] = [PY, "-m", "forebay"]
+        env["PYTHONPATH"] = str(source / "src")
+    svc = spawn(name, cmd, port, log, env)
     svc.wait_ready("/readyz", 60)
     return svc
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """A detached worktree of `rev` (removed by the caller), for --baseline."""
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(into), rev], check=True
+    )
+    return into
 
 
 def create_tenant_key(port: int) -> str:
@@ -531,6 +547,7 @@ class Report:
                     )
             lines.append("")
         lines += self.side_costs()
+        lines += self.versus_baseline(modes, concs, targets)
         lines += self.ratios(modes, concs, targets)
         lines += self.targets_table(modes)
         return "\n".join(lines)
@@ -550,6 +567,29 @@ class Report:
             f"core) and the zero upstream {fmt(min(up), 0)} to {fmt(max(up), 0)} µs.",
             "",
         ]
+
+    def versus_baseline(self, modes: list[str], concs: list[int], targets: list[str]) -> list[str]:
+        """This checkout against --baseline, measured in the same rounds: the ratio says
+        whether a change made the hot path dearer, whatever the machine's load."""
+        if "baseline" not in targets:
+            return []
+        out = [
+            f"**Forebay vs baseline {self.startup.get('baseline', '')}** (ratios of the medians "
+            "above; CPU > 1.00x means this checkout costs more per request)",
+            "",
+            "| mode | conc | CPU/req now ÷ baseline | +p50 now - baseline ms "
+            "| req/s now ÷ baseline |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for mode in modes:
+            for conc in concs:
+                now = self.summary("forebay", mode, conc)
+                base = self.summary("baseline", mode, conc)
+                out.append(
+                    f"| {mode} | {conc} | {fmt(now['cpu'] / base['cpu'])}x | "
+                    f"{fmt(now['add50'] - base['add50'], 3)} | {fmt(now['rps'] / base['rps'])}x |"
+                )
+        return [*out, ""]
 
     def ratios(self, modes: list[str], concs: list[int], targets: list[str]) -> list[str]:
         if "litellm" not in targets:
@@ -651,10 +691,30 @@ def services(tmp: Path, args: argparse.Namespace, report: Report) -> Iterator[di
             except (RuntimeError, TimeoutError, OSError) as exc:
                 report.notes.append(f"LiteLLM could not be started, column skipped: {exc}")
                 print(report.notes[-1], file=sys.stderr)
-        yield {"upstream": upstream, "forebay": fb, "key": key, "litellm": lite}
+        base: Service | None = None
+        base_key: str | None = None
+        if args.baseline:
+            source = checkout(args.baseline, tmp / "baseline-src")
+            base = start_forebay(
+                config, tmp / "baseline-data", tmp / "baseline.log", source, "baseline"
+            )
+            started.append(base)
+            base_key = create_tenant_key(base.port)
+            report.startup["baseline"] = args.baseline
+        yield {
+            "upstream": upstream,
+            "forebay": fb,
+            "key": key,
+            "litellm": lite,
+            "baseline": base,
+            "baseline_key": base_key,
+        }
     finally:
         for svc in reversed(started):
             svc.stop()
+        if args.baseline:
+            remove = ["worktree", "remove", "--force", str(tmp / "baseline-src")]
+            subprocess.run(["git", "-C", str(ROOT), *remove], check=False)
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -670,6 +730,8 @@ def run(args: argparse.Namespace) -> Report:
             }
             if svc["litellm"] is not None:
                 targets["litellm"] = (svc["litellm"], LITELLM_KEY)
+            if svc["baseline"] is not None:
+                targets["baseline"] = (svc["baseline"], svc["baseline_key"])
             step = 0
             total = args.rounds * len(modes) * len(concs) * len(targets)
             for rnd in range(args.rounds):
@@ -713,6 +775,12 @@ def main() -> None:
     ap.add_argument("--no-litellm", dest="litellm", action="store_false")
     ap.add_argument("--setup-litellm", action="store_true", help="create bench/.venv-litellm")
     ap.add_argument("--json", type=Path, default=None, help="raw results file")
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="also measure Forebay at this git revision (e.g. main~3), side by side",
+    )
     args = ap.parse_args()
     if args.setup_litellm:
         setup_litellm()
