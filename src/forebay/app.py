@@ -167,9 +167,16 @@ async def _every(interval_s: float, work: Callable[[], Awaitable[None]], failed:
     failing = False
     while True:
         await asyncio.sleep(interval_s)
+        running = asyncio.ensure_future(work())
         try:
-            await work()
+            await asyncio.shield(running)
             failing = False
+        except asyncio.CancelledError:
+            # Stopping: let a database read in its thread finish, so its connection is back
+            # in the pool before the engine is disposed (else it leaks, unclosed).
+            with contextlib.suppress(Exception):
+                await running
+            raise
         except Exception:
             if not failing:
                 log.exception("%s; will retry every %.2g s", failed, interval_s)

@@ -184,3 +184,9 @@ def test_the_reservation_is_the_most_any_deployment_could_cost() -> None:
     assert hedged == pytest.approx(
         max((2 * prompt_cheap + 10) * 1e-6, (2 * prompt_dear + 10) * 1e-5)
     )
+
+
+def test_tools_and_response_format_count_in_any_body() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"q": "é" * 50}}}]
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": tools}
+    assert prompt_token_bound(body, BOUNDS) >= 1 + 100 + ONE_MESSAGE  # 50 two-byte characters

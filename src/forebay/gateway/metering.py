@@ -54,6 +54,7 @@ _NESTED = {"tool_result": "content", "function_call_output": "output"}
 # Top-level fields the template renders into the prompt.
 _RENDERED = ("tools", "functions", "tool_choice", "response_format")
 _MESSAGE_TEXT = ("role", "content")
+_ELSEWHERE = frozenset({"system", "instructions", *_RENDERED})
 
 
 @dataclass(slots=True)
@@ -107,7 +108,12 @@ class PromptShape:
         if not isinstance(msg, dict):
             self.json(msg)
             return
-        self.content(msg.get("content"))
+        content = msg.get("content")
+        if isinstance(content, str):  # the common case, inline
+            self.chars += len(content)
+            self.text_bytes += len(content.encode("utf-8", "surrogatepass"))
+        else:
+            self.content(content)
         if len(msg) > 2:  # tool calls, names, ids: rendered into the prompt too
             for key, value in msg.items():
                 if key in _MESSAGE_TEXT or value is None:
@@ -175,9 +181,14 @@ def prompt_shape(payload: dict[str, Any]) -> PromptShape:
     if isinstance(messages, list):
         for msg in messages:
             shape.message(msg)
-    for key in ("system", "instructions"):
-        if key in payload:
-            shape.content(payload[key])
+    if not _ELSEWHERE.isdisjoint(payload):  # one pass over the body's keys, in C
+        for key in ("system", "instructions"):
+            if key in payload:
+                shape.content(payload[key])
+        for key in _RENDERED:
+            value = payload.get(key)
+            if value is not None:
+                shape.json(value)
     for key in ("prompt", "input"):
         value = payload.get(key)
         if isinstance(value, str):
@@ -185,10 +196,6 @@ def prompt_shape(payload: dict[str, Any]) -> PromptShape:
         elif isinstance(value, list):
             for v in value:
                 _prompt_item(shape, v)
-    for key in _RENDERED:
-        value = payload.get(key)
-        if value is not None:
-            shape.json(value)
     return shape
 
 
