@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from forebay.config.schema import LimitsConfig
 from forebay.config.settings import ModelAlias
 from forebay.errors import ForebayError
+
+# period_bounds is re-exported: cli/limits.py reads it from here.
 from forebay.gateway.counter_keys import budget_key, counter_key
-from forebay.gateway.counter_keys import period_bounds as period_bounds  # where it used to live
+from forebay.gateway.counter_keys import period_bounds as period_bounds
 from forebay.gateway.metering import prompt_shape
 from forebay.gateway.recorder import Exchange
 from forebay.gateway.spend import SpendTracker
