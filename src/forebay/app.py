@@ -1,5 +1,5 @@
 """Builds the ASGI app and owns everything it runs: the ledger writer, the
-upstream pools, the embedded model workers and the key-refresh loop. No module
+upstream pools, the embedded model workers, the key-refresh and spend loops. No module
 globals: tests build as many independent apps as they like."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,11 +24,12 @@ from forebay.api.errors import error_response
 from forebay.api.openai import openai_routes
 from forebay.api.ops import ops_routes
 from forebay.config.settings import Settings
+from forebay.db import changes
 from forebay.db.engine import database_url, make_engine
 from forebay.db.migrate import upgrade
 from forebay.errors import ForebayError
 from forebay.gateway.auth import KeyRing
-from forebay.gateway.limits import Limiter, budget_key, period_bounds
+from forebay.gateway.limits import Limiter
 from forebay.gateway.load_signals import poll_load
 from forebay.gateway.pipeline import Gateway
 from forebay.gateway.recorder import Recorder
@@ -68,38 +68,25 @@ class Services:
     policies: PolicyStore
     traffic: Traffic
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _seeded: set[str] = field(default_factory=set)
-    _recoveries_seen: int = 0
+    _refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _seen_change: int = -1
+    full_refreshes: int = 0  # keys and policies re-read (a test checks it stays still when idle)
 
     async def refresh_keys(self) -> None:
-        """Keys and limit policies, re-read together (neither is read per request)."""
-        self.keyring.replace(await asyncio.to_thread(self.store.active_principals))
-        self.limiter.book.replace(await asyncio.to_thread(self.policies.all))
-        await self._seed_budgets()
-
-    async def _seed_budgets(self) -> None:
-        """Start each budget period's counter from the spend already in the ledger,
-        so a restart (or a fresh Redis) does not hand out a budget twice."""
-        recoveries = getattr(self.limiter.store, "recoveries", 0)
-        if recoveries != self._recoveries_seen:
-            self._recoveries_seen = recoveries
-            self._seeded.clear()
-        now = time.time()
-        for p in self.keyring.principals():
-            if p.tenant_id is None:
-                continue
-            for subject, policy in self.limiter.subjects(p):
-                for unit, period, _ in policy.budgets():
-                    key = budget_key(subject, p.tenant_id, unit, period, now)
-                    if key in self._seeded:
-                        continue
-                    _, start, end = period_bounds(period, now)
-                    usd, tokens = await asyncio.to_thread(
-                        self.policies.spent, subject.scope, subject.id, start
-                    )
-                    value = usd if unit == "usd" else float(tokens)
-                    await self.limiter.store.seed(key, value, now=now, ttl_s=end - now)
-                    self._seeded.add(key)
+        """Keys and limit policies, re-read together (neither is read per request), then
+        the spend budget counters start from. One refresh at a time, so a slow one never
+        puts back what a newer one read; the change counter is read first, so a change
+        made meanwhile is seen by the next poll rather than missed."""
+        async with self._refreshing:
+            change = await asyncio.to_thread(changes.current, self.engine)
+            self.keyring.replace(await asyncio.to_thread(self.store.active_principals))
+            self.limiter.book.replace(await asyncio.to_thread(self.policies.all))
+            self._seen_change = change
+            self.full_refreshes += 1
+        try:  # a new budget starts from what its subject has spent; the spend loop retries
+            await self.limiter.spend.refresh(self.policies, self.limiter.book)
+        except Exception:
+            log.exception("reading spend from the ledger failed; using the last read")
 
     async def start(self) -> None:
         for name, worker in self.upstreams.workers.items():
@@ -109,6 +96,7 @@ class Services:
         await self.refresh_keys()
         await self.upstreams.start()
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="key-refresh"))
+        self._tasks.append(asyncio.create_task(self._spend_loop(), name="spend-refresh"))
         self._tasks.append(asyncio.create_task(self._gauge_loop(), name="upstream-gauges"))
         polled = [
             state
@@ -133,13 +121,22 @@ class Services:
         self.engine.dispose()
 
     async def _refresh_loop(self) -> None:
-        # Picks up keys created or revoked by the CLI or by other replicas.
-        while True:
-            await asyncio.sleep(self.settings.key_refresh_s)
-            try:
+        # Picks up keys and limits changed by the CLI or by other replicas: one
+        # single-row read per poll, a full reload only when the counter moved.
+        async def poll() -> None:
+            if await asyncio.to_thread(changes.current, self.engine) != self._seen_change:
                 await self.refresh_keys()
-            except Exception:
-                log.exception("key refresh failed; keeping the previous keys")
+
+        await _every(self.settings.key_refresh_s, poll, "key refresh failed; keeping the keys")
+
+    async def _spend_loop(self) -> None:
+        # What budget counters start from if they go missing (see gateway/spend.py).
+        async def read() -> None:
+            await self.limiter.spend.refresh(self.policies, self.limiter.book)
+
+        await _every(
+            self.settings.limits.spend_refresh_s, read, "reading spend from the ledger failed"
+        )
 
     async def _gauge_loop(self) -> None:
         while True:
@@ -162,6 +159,28 @@ class Services:
         # down must not take every replica out of the load balancer.
         ready = all(w.ready for w in self.upstreams.workers.values()) and len(self.keyring) > 0
         return ready, {"deployments": deployments, "workers": workers}
+
+
+async def _every(interval_s: float, work: Callable[[], Awaitable[None]], failed: str) -> None:
+    """Run `work` every `interval_s` forever; a failure is logged once per streak (a
+    database that is down would otherwise fill the log four times a second)."""
+    failing = False
+    while True:
+        await asyncio.sleep(interval_s)
+        running = asyncio.ensure_future(work())
+        try:
+            await asyncio.shield(running)
+            failing = False
+        except asyncio.CancelledError:
+            # Stopping: let a database read in its thread finish, so its connection is back
+            # in the pool before the engine is disposed (else it leaks, unclosed).
+            with contextlib.suppress(Exception):
+                await running
+            raise
+        except Exception:
+            if not failing:
+                log.exception("%s; will retry every %.2g s", failed, interval_s)
+            failing = True
 
 
 def _restarts_of(worker: WorkerSupervisor) -> Callable[[], float]:

@@ -7,7 +7,13 @@ import asyncio
 import httpx
 import pytest
 
+from forebay.config.settings import PartBounds
+from forebay.gateway.metering import prompt_token_bound
 from tests.conftest import Gateway, GatewayFactory, Upstream, echo_config
+from tests.support.openai_server import MEDIA_PROMPT_TOKENS
+
+# What the `vision` deployment reserves per image: above the 1,000 the test upstream charges.
+IMAGE_BOUND = 1500
 
 
 def _config(base_url: str) -> str:
@@ -26,6 +32,13 @@ def _config(base_url: str) -> str:
           - name: fake-slow
             base_url: {base_url}
             model: slow-400
+      vision:
+        deployments:
+          - name: fake-vision
+            base_url: {base_url}
+            model: vision
+            price: {{input_per_million: 10, output_per_million: 10}}
+            reserve: {{image_tokens: {IMAGE_BOUND}}}
     """
     )
 
@@ -175,3 +188,47 @@ def test_bad_policies_are_400(
     resp = admin.put(path, json=policy)
     assert resp.status_code == 400
     assert fragment in resp.json()["error"]["message"]
+
+
+def test_image_parts_reserve_their_bound_so_a_burst_cannot_overspend(
+    gw: Gateway, admin: httpx.Client
+) -> None:
+    budget = 0.1
+    _set(admin, "tenant", "default", {"usd_per_day": {"hard": budget}})
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    body = {
+        "model": "vision",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "what is it"}, image]}],
+        "max_tokens": 5,
+    }
+    price = 10 / 1e6
+    reservation = (prompt_token_bound(body, _bounds(gw, "vision")) + 5) * price
+    cost = (MEDIA_PROMPT_TOKENS + 3 + 3 + 3) * price  # 3 words of prompt, echoed back
+
+    async def burst() -> list[httpx.Response]:
+        headers = {"authorization": f"Bearer {gw.tenant_key}"}
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=50)) as http:
+            url = f"{gw.base_url}/chat/completions"
+            return await asyncio.gather(
+                *(http.post(url, json=body, headers=headers) for _ in range(50))
+            )
+
+    results = asyncio.run(burst())
+    served = [r for r in results if r.status_code == 200]
+    refused = [r for r in results if r.status_code != 200]
+    assert served and refused
+    assert all(
+        r.status_code == 429 and r.json()["error"]["type"] == "insufficient_quota" for r in refused
+    )
+    rows = [r for r in gw.wait_rows(50) if r["status"] == 200]
+    assert len(rows) == len(served)
+    assert all(r["prompt_tokens"] == MEDIA_PROMPT_TOKENS + 6 for r in rows)  # the upstream's count
+    spend = sum(float(str(r["cost_usd"])) for r in rows)
+    assert spend == pytest.approx(cost * len(served))
+    assert spend <= budget + reservation
+    counted = admin.get("/admin/limits/tenant/default").json()["usage"]["usd_per_day"]["used"]
+    assert counted == pytest.approx(spend)
+
+
+def _bounds(gw: Gateway, alias: str) -> PartBounds:
+    return gw.services.settings.models[alias].deployments[0].bounds

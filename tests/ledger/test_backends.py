@@ -155,7 +155,7 @@ def test_migrations_apply_and_are_idempotent(ledger_engine: Engine) -> None:
     indexes = {i["name"] for i in sa.inspect(ledger_engine).get_indexes("usage_events")}
     assert {"ix_usage_tenant_ts", "ix_usage_key_ts", "ix_usage_ts"} <= indexes
     with ledger_engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0006"
 
 
 def test_writer_persists_batches_and_keeps_rollups_equal_to_events(ledger_engine: Engine) -> None:
@@ -322,6 +322,6 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(upgrade, engines))  # raises if two raced to create a table
     with engines[0].connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0005",)]
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0006",)]
     for engine in engines:
         engine.dispose()

@@ -138,11 +138,18 @@ async def test_continuous_batching_shares_steps_and_metrics_show_load() -> None:
                 return dict(resp.json()["forebay_sim"])
 
             tasks = [asyncio.create_task(one(i)) for i in range(8)]
-            await asyncio.sleep(0.05)
-            text = (await http.get("/metrics")).text
-            seen = {
-                s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
-            }
+            # Poll (bounded) until all 8 have arrived, rather than sleeping a fixed 50 ms:
+            # on a loaded machine they take longer to reach the server.
+            deadline = time.monotonic() + 5
+            while True:
+                text = (await http.get("/metrics")).text
+                seen = {
+                    s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+                }
+                arrived = seen["vllm:num_requests_running"] + seen["vllm:num_requests_waiting"]
+                if arrived >= 8 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.01)
             results = await asyncio.gather(*tasks)
         engine = app.state.engine
     assert seen["vllm:num_requests_running"] == 4  # the batch limit

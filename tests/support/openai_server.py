@@ -2,6 +2,8 @@
 upstream model name a deployment is configured with:
 
   echo          answers with the last user message; real usage counts
+  vision        like echo, and charges what a multimodal model would for the parts it
+                cannot read as text: MEDIA_PROMPT_TOKENS per image, audio or file part
   no-usage      like echo, without a usage object
   fail-500      HTTP 500          fail-503  HTTP 503     fail-429  HTTP 429
   fail-400      HTTP 400 with an OpenAI error envelope
@@ -28,6 +30,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+# What the `vision` model counts per image, audio or file content part.
+MEDIA_PROMPT_TOKENS = 1000
+_MEDIA_PARTS = frozenset({"image_url", "input_image", "image", "input_audio", "file", "input_file"})
 
 
 @dataclass
@@ -76,10 +82,16 @@ class FakeUpstream:
     async def chat(self, request: Request) -> Response:
         body = await self._remember(request)
         text = ""
+        media = 0
         for msg in body.get("messages", []):
-            if msg.get("role") == "user" and isinstance(msg.get("content"), str):
-                text = msg["content"]
-        return await self._answer(request, body, text, chat=True)
+            content = msg.get("content")
+            if msg.get("role") == "user" and isinstance(content, str):
+                text = content
+            elif msg.get("role") == "user" and isinstance(content, list):
+                text = " ".join(p["text"] for p in content if p.get("type") == "text")
+                media += sum(1 for p in content if p.get("type") in _MEDIA_PARTS)
+        extra = media * MEDIA_PROMPT_TOKENS if body["model"] == "vision" else 0
+        return await self._answer(request, body, text, chat=True, extra_prompt=extra)
 
     async def completions(self, request: Request) -> Response:
         body = await self._remember(request)
@@ -109,7 +121,13 @@ class FakeUpstream:
         )
 
     async def _answer(
-        self, request: Request, body: dict[str, Any], text: str, *, chat: bool
+        self,
+        request: Request,
+        body: dict[str, Any],
+        text: str,
+        *,
+        chat: bool,
+        extra_prompt: int = 0,
     ) -> Response:
         model = body["model"]
         failure = _failure(model, request)
@@ -120,7 +138,7 @@ class FakeUpstream:
         words = text.split() or ["ok"]
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or len(words)
         words = words[:max_tokens]
-        prompt_tokens = len(text.split()) + 3
+        prompt_tokens = len(text.split()) + 3 + extra_prompt
         if body.get("stream"):
             return StreamingResponse(
                 self._stream(body, words, prompt_tokens, chat=chat), media_type="text/event-stream"

@@ -16,7 +16,8 @@ from starlette.routing import Route
 from forebay.api.admin import admin_guard, body_of, json_response
 from forebay.errors import bad_request, not_found
 from forebay.gateway.auth import KeyRing
-from forebay.gateway.limits import Limiter, period_bounds
+from forebay.gateway.counter_keys import period_bounds
+from forebay.gateway.limits import Limiter
 from forebay.state.policy import LimitPolicy, Scope, Subject
 from forebay.state.policy_store import PolicyStore
 

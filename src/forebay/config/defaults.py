@@ -5,6 +5,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+# A deployment's context size when its config does not say: 128 Ki tokens, the window of
+# Llama 3.1 and GPT-4o. Set `context_tokens` for models with a larger one.
+DEFAULT_CONTEXT_TOKENS = 131_072
+# What one image, and one MB of inline audio, may cost in prompt tokens (sources in
+# `config.schema.ReserveConfig`).
+DEFAULT_IMAGE_TOKENS = 16_384
+DEFAULT_AUDIO_TOKENS_PER_MB = 32_000
 
 # The models the embedded worker can run: name -> kind.
 LOCAL_MODELS: dict[str, Literal["chat", "embedding"]] = {

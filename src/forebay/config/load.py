@@ -15,9 +15,15 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
-from forebay.config.defaults import DEFAULT_CONFIG, LOCAL_MODELS
-from forebay.config.schema import RawConfig
-from forebay.config.settings import Deployment, ModelAlias, Settings, default_data_dir
+from forebay.config.defaults import DEFAULT_CONFIG, DEFAULT_CONTEXT_TOKENS, LOCAL_MODELS
+from forebay.config.schema import DeploymentConfig, RawConfig
+from forebay.config.settings import (
+    Deployment,
+    ModelAlias,
+    PartBounds,
+    Settings,
+    default_data_dir,
+)
 from forebay.errors import ConfigError
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -127,6 +133,7 @@ def _freeze(
                     max_concurrency=d.max_concurrency,
                     adaptive_concurrency=d.adaptive_concurrency,
                     first_byte_timeout_s=d.first_byte_timeout_s,
+                    bounds=_bounds(d, raw.local.ctx),
                 )
             )
         models[alias] = ModelAlias(alias, m.kind, m.description, tuple(deps), m.routing)
@@ -147,6 +154,16 @@ def _freeze(
         models=models,
         revision=revision,
         source=source,
+    )
+
+
+def _bounds(d: DeploymentConfig, local_ctx: int) -> PartBounds:
+    context = d.context_tokens or (local_ctx if d.provider == "local" else DEFAULT_CONTEXT_TOKENS)
+    return PartBounds(
+        image_tokens=d.reserve.image_tokens,
+        audio_tokens_per_mb=d.reserve.audio_tokens_per_mb,
+        file_tokens=context if d.reserve.file_tokens is None else d.reserve.file_tokens,
+        context_tokens=context,
     )
 
 

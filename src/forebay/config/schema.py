@@ -7,7 +7,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from forebay.config.defaults import DEFAULT_MAX_BODY_BYTES, LOCAL_MODELS
+from forebay.config.defaults import (
+    DEFAULT_AUDIO_TOKENS_PER_MB,
+    DEFAULT_CONTEXT_TOKENS,
+    DEFAULT_IMAGE_TOKENS,
+    DEFAULT_MAX_BODY_BYTES,
+    LOCAL_MODELS,
+)
 from forebay.config.strict import Strict
 from forebay.config.traffic import (
     DEFAULT_CLASSES,
@@ -32,6 +38,30 @@ class EnergyConfig(Strict):
     joules_per_output_token: float = Field(0.0, ge=0)
 
 
+class ReserveConfig(Strict):
+    """Upper bounds on the prompt tokens one non-text content part can cost. Budgets and
+    TPM reserve them before dispatch, so they must be at least what the upstream counts.
+
+    Defaults and where they come from:
+      image_tokens 16384: Qwen2-VL / Qwen2.5-VL at their default max_pixels (the most of
+        the common self-hosted families; Llama 3.2 Vision is at most 6,404), above OpenAI's
+        tile formula for GPT-4o-class models (at most 85 + 8 x 170 = 1,445 at detail high),
+        its patch models (at most 1,536 patches x 2.46) and Anthropic's (about 1,600).
+        gpt-4o-mini counts 2,833 + 5,667 per tile: set 48169 for it.
+      audio_tokens_per_mb 32000: per MB of audio data as sent (base64): MP3 at 8 kbps, the
+        lowest bitrate, lasts 1,000 s per MB, at 32 tokens per second (Gemini's published
+        rate, above OpenAI's 10/s and Qwen2-Audio's 25/s); base64 adds a third on top.
+      file_tokens: the deployment's context size (a PDF's text and page images can fill it).
+    Audio given by reference rather than inline, and part types Forebay does not know,
+    reserve the context size."""
+
+    image_tokens: int = Field(DEFAULT_IMAGE_TOKENS, ge=0, description="per image part")
+    audio_tokens_per_mb: int = Field(
+        DEFAULT_AUDIO_TOKENS_PER_MB, ge=0, description="per MB of inline audio data"
+    )
+    file_tokens: int | None = Field(None, ge=0, description="per file part; default context")
+
+
 class DeploymentConfig(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     provider: Literal["openai_compat", "local"] = "openai_compat"
@@ -52,6 +82,13 @@ class DeploymentConfig(Strict):
     first_byte_timeout_s: float | None = Field(
         None, gt=0, description="per-try limit on waiting for the first byte"
     )
+    context_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="the model's context size: what a part of unknown type reserves "
+        f"(default {DEFAULT_CONTEXT_TOKENS:,}; local.ctx for the embedded model)",
+    )
+    reserve: ReserveConfig = ReserveConfig()
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> DeploymentConfig:
@@ -121,6 +158,9 @@ class LimitsConfig(Strict):
     # After a Redis failure, how long to use the fallback before trying again.
     redis_retry_s: float = Field(1.0, gt=0)
     on_redis_down: RedisDownConfig = RedisDownConfig()
+    # How often each replica re-reads budgeted spend from the ledger's daily rollups, the
+    # value a budget counter starts from when it is missing (a Redis that restarted empty).
+    spend_refresh_s: float = Field(1.0, gt=0)
 
 
 class RawConfig(Strict):
@@ -131,7 +171,9 @@ class RawConfig(Strict):
     limits: LimitsConfig = LimitsConfig()
     ledger: LedgerConfig = LedgerConfig()
     local: LocalConfig = LocalConfig()
-    key_refresh_s: float = Field(5.0, gt=0)
+    # How often each replica checks the database's change counter (one single-row SELECT);
+    # keys and limits are re-read only when it moved.
+    key_refresh_s: float = Field(0.25, gt=0)
     classes: dict[str, TrafficClassConfig] = DEFAULT_CLASSES
     admission: AdmissionConfig = AdmissionConfig()
     resilience: ResilienceConfig = ResilienceConfig()

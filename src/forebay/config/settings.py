@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from forebay.config.defaults import (
+    DEFAULT_AUDIO_TOKENS_PER_MB,
+    DEFAULT_CONTEXT_TOKENS,
+    DEFAULT_IMAGE_TOKENS,
+)
 from forebay.config.schema import LedgerConfig, LimitsConfig, LocalConfig, RedisConfig
 from forebay.config.traffic import (
     AdmissionConfig,
@@ -16,6 +21,17 @@ from forebay.config.traffic import (
     RoutingConfig,
     TrafficClassConfig,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class PartBounds:
+    """Upper bounds on the prompt tokens of content other than text, for one deployment
+    (see `ReserveConfig`); all resolved, nothing optional."""
+
+    image_tokens: int = DEFAULT_IMAGE_TOKENS
+    audio_tokens_per_mb: int = DEFAULT_AUDIO_TOKENS_PER_MB
+    file_tokens: int = DEFAULT_CONTEXT_TOKENS
+    context_tokens: int = DEFAULT_CONTEXT_TOKENS
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +56,7 @@ class Deployment:
     max_concurrency: int | None = None
     adaptive_concurrency: bool = True
     first_byte_timeout_s: float | None = None
+    bounds: PartBounds = PartBounds()
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,3 +120,13 @@ limits = Table(
     Column("policy", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# One row, one number: bumped in the same transaction as every change to keys,
+# tenants or limits, so replicas poll one row to learn that something changed
+# (see forebay.db.changes).
+changes = Table(
+    "changes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)

@@ -2,20 +2,22 @@
 
 Before dispatch, one atomic reservation covers every counter the request
 touches: requests and tokens per minute (prompt tokens + max_tokens), the
-concurrency slot, and $ and token budgets per day and month (with the most
-expensive deployment of the alias as the cost estimate). After the request,
+concurrency slot, and $ and token budgets per day and month. After the request,
 its reservation is settled with the real counts, off the response path.
-Reservations are upper bounds (prompt bytes plus chat-template tokens, and
-max_tokens, which is set to `limits.default_output_reserve` when a limited
-caller leaves it out), so concurrent requests can never spend past a hard
-budget. Callers without any policy skip this stage entirely.
+Reservations are upper bounds, so concurrent requests can never spend past a
+hard budget: the prompt is bounded per deployment (text bytes plus chat-template
+tokens; each image, audio and file part at that deployment's configured bound;
+a part of unknown type at its context size), the output by max_tokens (set to
+`limits.default_output_reserve` when a limited caller leaves it out), and the
+reservation is the most any deployment of the alias could cost (twice the
+prompt when the request may be hedged, since the losing try is paid for too).
+Budget checks carry the spend to start from if their counter is missing (see
+`spend`). Callers without any policy skip this stage entirely.
 """
 
 from __future__ import annotations
 
 import asyncio
-import calendar
-import functools
 import logging
 import math
 import time
@@ -25,12 +27,17 @@ from dataclasses import dataclass
 from forebay.config.schema import LimitsConfig
 from forebay.config.settings import ModelAlias
 from forebay.errors import ForebayError
-from forebay.gateway.metering import prompt_token_bound
+
+# period_bounds is re-exported: cli/limits.py reads it from here.
+from forebay.gateway.counter_keys import budget_key, counter_key
+from forebay.gateway.counter_keys import period_bounds as period_bounds
+from forebay.gateway.metering import prompt_shape
 from forebay.gateway.recorder import Exchange
+from forebay.gateway.spend import SpendTracker
 from forebay.gateway.validate import ParsedRequest, max_output_tokens
 from forebay.state.counters import Adjustment, Check, CounterStore, InProcessCounters, Outcome
 from forebay.state.failover import StateUnavailable
-from forebay.state.policy import LimitPolicy, Period, PolicyBook, Subject, Unit
+from forebay.state.policy import LimitPolicy, PolicyBook, Subject
 from forebay.telemetry.metrics import Metrics
 from forebay.tenancy.keys import Principal
 from forebay.upstreams.base import Endpoint
@@ -46,33 +53,6 @@ class Labelled:
     subject: Subject
     name: str  # "requests", "tokens", "concurrent", "usd_per_day", ...
     soft: float | None = None
-
-
-def period_bounds(period: Period, now: float) -> tuple[str, float, float]:
-    """(id, start, end) of the UTC day or month containing `now`."""
-    return _bounds(period, int(now // 60))  # the same for every second of a minute
-
-
-@functools.lru_cache(maxsize=64)
-def _bounds(period: Period, minute: int) -> tuple[str, float, float]:
-    t = time.gmtime(minute * 60)
-    if period == "day":
-        start = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0))
-        return time.strftime("%Y%m%d", t), float(start), float(start + 86400)
-    start = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))
-    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
-    end = calendar.timegm((year, month, 1, 0, 0, 0))
-    return time.strftime("%Y%m", t), float(start), float(end)
-
-
-def counter_key(subject: Subject, tenant_id: str, name: str) -> str:
-    # The {hash tag} keeps all of one tenant's counters in one Redis Cluster slot.
-    return f"fb:{{t:{tenant_id}}}:{subject.tag}:{name}"
-
-
-def budget_key(subject: Subject, tenant_id: str, unit: Unit, period: Period, now: float) -> str:
-    period_id, _, _ = period_bounds(period, now)
-    return counter_key(subject, tenant_id, f"{unit}:{period}:{period_id}")
 
 
 class Limiter:
@@ -91,6 +71,7 @@ class Limiter:
         self._clock = clock
         self._pending: set[asyncio.Task[None]] = set()
         self._warned: set[str] = set()
+        self.spend = SpendTracker(clock)
 
     def subjects(self, p: Principal) -> list[tuple[Subject, LimitPolicy]]:
         found: list[tuple[Subject, LimitPolicy]] = []
@@ -135,17 +116,21 @@ class Limiter:
                 out.append(Labelled(check, subject, "concurrent"))
             for unit, period, budget in policy.budgets():
                 _, _, end = period_bounds(period, now)
+                name = budget_key(subject, tenant_id, unit, period, now)
                 check = Check(
                     "total",
-                    budget_key(subject, tenant_id, unit, period, now),
+                    name,
                     budget.hard,
                     usd if unit == "usd" else tokens,
                     ttl_s=end - now,
+                    seed=self.spend.seed(name),
                 )
                 out.append(Labelled(check, subject, f"{unit}_per_{period}", soft=budget.soft))
         return out
 
-    async def admit(self, ex: Exchange, model: ModelAlias, req: ParsedRequest) -> None:
+    async def admit(
+        self, ex: Exchange, model: ModelAlias, req: ParsedRequest, *, hedged: bool = False
+    ) -> None:
         """Reserve, or raise the 429 (or 503) that explains why not."""
         p = ex.principal
         if p is None or p.tenant_id is None:
@@ -153,7 +138,6 @@ class Limiter:
         subjects = self.subjects(p)
         if not subjects:
             return
-        prompt = prompt_token_bound(req.payload)
         output = 0
         if ex.endpoint is not Endpoint.EMBEDDINGS:
             asked = max_output_tokens(req.payload)
@@ -162,14 +146,7 @@ class Limiter:
                 asked = self._config.default_output_reserve
                 req.payload["max_tokens"] = asked
             output = asked * _choices(req)
-        tokens = float(prompt + output)
-        usd = max(
-            (
-                prompt * d.usd_per_input_token + output * d.usd_per_output_token
-                for d in model.deployments
-            ),
-            default=0.0,
-        )
+        tokens, usd = _upper_bounds(req, model, output, hedged)
         now = self._clock()
         checks = self.checks_for(subjects, p.tenant_id, tokens=tokens, usd=usd, now=now)
         try:
@@ -197,10 +174,13 @@ class Limiter:
         ex.headers.update(headers)
         bucket = math.floor(now)
 
+        epochs = outcome.epochs or ("",) * len(checks)
+
         def settle(prompt_used: int, completion_used: int, cost: float) -> None:
             used_tokens = float(prompt_used + completion_used)
             adjustments: list[Adjustment] = []
-            for c in checks:
+            spent: list[tuple[str, float, float]] = []
+            for c, epoch in zip(checks, epochs, strict=True):
                 check = c.check
                 if check.kind == "lease":
                     adjustments.append(Adjustment("lease", check.key))
@@ -210,7 +190,14 @@ class Limiter:
                     )
                 elif check.kind == "total":
                     actual = cost if c.name.startswith("usd") else used_tokens
-                    adjustments.append(Adjustment("total", check.key, actual - check.amount))
+                    adjustments.append(
+                        Adjustment(
+                            "total", check.key, actual - check.amount, actual=actual, epoch=epoch
+                        )
+                    )
+                    spent.append((check.key, actual, now + check.ttl_s))
+            if spent:
+                self.spend.settled(ex.request_id, ex.ts, spent)
             if adjustments:
                 self._settle(adjustments, ex.request_id)
 
@@ -257,6 +244,22 @@ class Limiter:
                     c.soft,
                 )
         return {"x-forebay-budget-warning": "; ".join(warnings)} if warnings else {}
+
+
+def _upper_bounds(
+    req: ParsedRequest, model: ModelAlias, output: int, hedged: bool
+) -> tuple[float, float]:
+    """(tokens, $) no deployment of the alias can exceed for this request. A plain
+    text prompt has one bound for every deployment: the walk is done once either way."""
+    shape = prompt_shape(req.payload)
+    tokens = 0
+    usd = 0.0
+    for d in model.deployments:
+        prompt = shape.bound(d.bounds)
+        tokens = max(tokens, prompt)
+        prompt_usd = prompt * d.usd_per_input_token
+        usd = max(usd, prompt_usd * (2 if hedged else 1) + output * d.usd_per_output_token)
+    return float(tokens + output), usd
 
 
 def _choices(req: ParsedRequest) -> int:

@@ -85,13 +85,12 @@ class Gateway:
             ex.class_name = class_name
             pool = traffic.pools[model.name]
             pool.require_available(time.monotonic())  # before any limit is reserved
+            hedge = cls.hedge and traffic.admission.enabled
             if self._limiter is not None:
-                await self._limiter.admit(ex, model, req)
+                await self._limiter.admit(ex, model, req, hedged=hedge)
             tenant = ex.principal.tenant_id or ex.principal.key_id
             ticket = traffic.ticket(model.name, class_name, tenant, req.payload)
-            response = await self._dispatcher.send(
-                ex, req, pool, ticket, hedge=cls.hedge and traffic.admission.enabled
-            )
+            response = await self._dispatcher.send(ex, req, pool, ticket, hedge=hedge)
         except ForebayError as err:
             ex.fail(err.status, error_type_for(err))
             self._recorder.finish(ex)

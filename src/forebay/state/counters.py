@@ -13,6 +13,14 @@ of them: all or nothing, in one step. `settle` later corrects each by the
 difference between what was reserved and what was used. The Redis store runs
 the same algorithm as one Lua script; a shared conformance test holds both to
 it.
+
+A total can go missing while its period runs (a Redis that restarted empty, or
+evicted it). A total check therefore carries `seed`, the spend known so far, and
+a missing total starts from it inside the same atomic step that reserves, so no
+request can see it at zero. Each total also has an `epoch`, the token of the
+reservation that created it: a request settling against a total that is not the
+one it reserved in (its reservation died with the old one) adds what it used,
+not the difference.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ class Check:
     limit: float | None  # None: counted (for soft thresholds and headers) but never refused
     amount: float
     ttl_s: float = 0.0  # lease: how long a lease lives; total: seconds until the period ends
+    seed: float = 0.0  # total: the value to start from if the counter does not exist
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,7 @@ class Outcome:
     denied: int | None  # index of the first check that refused, if any
     used: tuple[float, ...]
     wait_s: tuple[float, ...]
+    epochs: tuple[str, ...] = ()  # per check, if allowed: which total it reserved in ("" else)
 
     @property
     def allowed(self) -> bool:
@@ -53,22 +63,21 @@ class Outcome:
 @dataclass(frozen=True, slots=True)
 class Adjustment:
     """Undo or correct one part of a reservation: `delta` for windows and totals
-    (at `bucket` for windows); a lease is released."""
+    (at `bucket` for windows); a lease is released. A total applies `delta` if it
+    is still the `epoch` reserved in, else `actual`."""
 
     kind: Kind
     key: str
     delta: float = 0.0
     bucket: int = 0
+    actual: float = 0.0
+    epoch: str = ""
 
 
 class CounterStore(Protocol):
     async def reserve(self, checks: Sequence[Check], *, now: float, token: str) -> Outcome: ...
 
     async def settle(self, adjustments: Sequence[Adjustment], *, token: str) -> None: ...
-
-    async def seed(self, key: str, value: float, *, now: float, ttl_s: float) -> None:
-        """Set a total if it does not exist yet (budgets restored from the ledger)."""
-        ...
 
     async def close(self) -> None: ...
 
@@ -130,7 +139,7 @@ class InProcessCounters:
     def __init__(self) -> None:
         self._windows: dict[str, _Window] = {}
         self._leases: dict[str, _Leases] = {}
-        self._totals: dict[str, tuple[float, float]] = {}  # key -> (value, expires_at)
+        self._totals: dict[str, tuple[float, float, str]] = {}  # key -> (value, expires, epoch)
 
     async def reserve(self, checks: Sequence[Check], *, now: float, token: str) -> Outcome:
         return self.reserve_now(checks, now=now, token=token)
@@ -147,9 +156,10 @@ class InProcessCounters:
             used.append(value)
             waits.append(wait)
         if denied is None:
+            epochs = tuple(self._add(check, now, sec, token) for check in checks)
             for i, check in enumerate(checks):
-                self._add(check, now, sec, token)
                 used[i] += check.amount
+            return Outcome(None, tuple(used), tuple(waits), epochs)
         return Outcome(denied, tuple(used), tuple(waits))
 
     def _current(self, check: Check, now: float, sec: int) -> tuple[float, float]:
@@ -166,13 +176,13 @@ class InProcessCounters:
                 return 0.0, 0.0
             leases.sweep(now)
             return float(len(leases.by_token)), (1.0 if leases.by_token else 0.0)
-        value, expires = self._totals.get(check.key, (0.0, math.inf))
-        if expires <= now:
-            value = 0.0
+        total = self._totals.get(check.key)
+        if total is None or total[1] <= now:
             self._totals.pop(check.key, None)
-        return value, check.ttl_s
+            return check.seed, check.ttl_s
+        return total[0], check.ttl_s
 
-    def _add(self, check: Check, now: float, sec: int, token: str) -> None:
+    def _add(self, check: Check, now: float, sec: int, token: str) -> str:
         if check.kind == "window":
             window = self._windows.get(check.key)
             if window is None:
@@ -185,8 +195,12 @@ class InProcessCounters:
                     leases = self._leases[check.key] = _Leases()
                 leases.add(token, now + check.ttl_s)
         else:
-            value, expires = self._totals.get(check.key, (0.0, now + check.ttl_s))
-            self._totals[check.key] = (value + check.amount, expires)
+            value, expires, epoch = self._totals.get(
+                check.key, (check.seed, now + check.ttl_s, token)
+            )
+            self._totals[check.key] = (value + check.amount, expires, epoch)
+            return epoch
+        return ""
 
     async def settle(self, adjustments: Sequence[Adjustment], *, token: str) -> None:
         self.settle_now(adjustments, token=token)
@@ -203,13 +217,9 @@ class InProcessCounters:
                 if leases is not None:
                     leases.by_token.pop(token, None)
             elif adj.key in self._totals:
-                value, expires = self._totals[adj.key]
-                self._totals[adj.key] = (value + adj.delta, expires)
-
-    async def seed(self, key: str, value: float, *, now: float, ttl_s: float) -> None:
-        current = self._totals.get(key)
-        if current is None or current[1] <= now:
-            self._totals[key] = (value, now + ttl_s)
+                value, expires, epoch = self._totals[adj.key]
+                change = adj.delta if epoch == adj.epoch else adj.actual
+                self._totals[adj.key] = (value + change, expires, epoch)
 
     async def close(self) -> None:
         return None

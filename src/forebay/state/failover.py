@@ -9,7 +9,9 @@ Default behaviour (configurable under `limits.on_redis_down`):
   * hard budgets fail closed: requests whose tenant or key has a hard budget
     get 503 until Redis answers again, since spend cannot be checked exactly.
 Redis is tried again every `redis_retry_s`; when it answers, every new
-reservation goes back to it. Requests reserved locally settle locally.
+reservation goes back to it. Requests reserved locally settle locally. A Redis
+that came back empty needs nothing from here: each budget counter starts from
+the spend its check carries (see `counters`).
 """
 
 from __future__ import annotations
@@ -54,9 +56,6 @@ class RedisWithFallback:
         self._degraded = False
         self._on_degraded = on_degraded
         self._local_tokens: set[str] = set()
-        # Bumped each time Redis comes back: it may have restarted empty, so
-        # budget counters must be seeded from the ledger again.
-        self.recoveries = 0
 
     def _mark(self, degraded: bool, exc: Exception | None = None) -> None:
         if degraded == self._degraded:
@@ -71,7 +70,6 @@ class RedisWithFallback:
                 self._budget_mode,
             )
         else:
-            self.recoveries += 1
             log.warning("Redis reachable again; limits are shared across replicas")
 
     async def reserve(self, checks: Sequence[Check], *, now: float, token: str) -> Outcome:
@@ -117,12 +115,6 @@ class RedisWithFallback:
         except (RedisError, OSError) as exc:
             # The reservation stays counted (the safe side); leases expire by themselves.
             self._down_until = time.monotonic() + self._retry_s
-            self._mark(True, exc)
-
-    async def seed(self, key: str, value: float, *, now: float, ttl_s: float) -> None:
-        try:
-            await self.redis.seed(key, value, now=now, ttl_s=ttl_s)
-        except (RedisError, OSError) as exc:
             self._mark(True, exc)
 
     async def close(self) -> None:

@@ -2,19 +2,32 @@
 
 Read on refresh (never per request). Spend is read from the ledger so that a
 budget counter created after a restart, or in a fresh Redis, starts from what
-the tenant or key has really spent this day or month.
+the tenant or key has really spent this day or month. Every change bumps the
+change counter in its own transaction, so other replicas pick it up at once
+(see `forebay.db.changes`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Sequence
+from typing import NamedTuple
 
 import orjson
 from sqlalchemy import Engine, delete, func, insert, select, update
 
-from forebay.db.schema import api_keys, limits, tenants, usage_events
+from forebay.db.changes import bump
+from forebay.db.schema import api_keys, limits, tenants, usage_daily, usage_events
 from forebay.errors import TenancyError
 from forebay.state.policy import LimitPolicy, Scope
+
+
+class SpendRow(NamedTuple):
+    tenant_id: str
+    key_id: str
+    day: int  # days since the Unix epoch, UTC
+    usd: float
+    tokens: int
 
 
 class PolicyStore:
@@ -53,16 +66,20 @@ class PolicyStore:
                         scope=scope, subject_id=subject_id, policy=doc, updated_at=now
                     )
                 )
+            bump(conn)
 
     def clear(self, scope: Scope, subject_id: str) -> bool:
         with self._engine.begin() as conn:
-            return bool(
+            cleared = bool(
                 conn.execute(
                     delete(limits).where(
                         (limits.c.scope == scope) & (limits.c.subject_id == subject_id)
                     )
                 ).rowcount
             )
+            if cleared:
+                bump(conn)
+        return cleared
 
     def get(self, scope: Scope, subject_id: str) -> LimitPolicy | None:
         return self.all().get((scope, subject_id))
@@ -73,6 +90,45 @@ class PolicyStore:
         return {
             (row.scope, row.subject_id): LimitPolicy.model_validate_json(row.policy) for row in rows
         }
+
+    def budget_spend(
+        self, tenant_ids: Collection[str], key_ids: Collection[str], since_day: int
+    ) -> list[SpendRow]:
+        """Spend per (tenant, key, UTC day) from `since_day` (days since the epoch) on, for
+        the tenants and keys given: from the daily rollups, which the ledger writer keeps
+        in the same transaction as the events, so a read costs rows per key and day, not
+        per request."""
+        if not tenant_ids and not key_ids:
+            return []
+        c = usage_daily.c
+        query = (
+            select(
+                c.tenant_id,
+                c.key_id,
+                c.day,
+                func.sum(c.cost_usd),
+                func.sum(c.prompt_tokens + c.completion_tokens),
+            )
+            .where(
+                (c.day >= since_day)
+                & (c.tenant_id.in_(list(tenant_ids)) | c.key_id.in_(list(key_ids)))
+            )
+            .group_by(c.tenant_id, c.key_id, c.day)
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [SpendRow(r[0], r[1], int(r[2]), float(r[3] or 0), int(r[4] or 0)) for r in rows]
+
+    def recorded(self, request_ids: Sequence[str], since: float) -> frozenset[str]:
+        """Which of these requests (none started before `since`) have a ledger row."""
+        found: list[str] = []
+        c = usage_events.c
+        with self._engine.connect() as conn:
+            for i in range(0, len(request_ids), 500):
+                chunk = list(request_ids[i : i + 500])
+                query = select(c.request_id).where((c.ts >= since) & c.request_id.in_(chunk))
+                found.extend(conn.execute(query).scalars())
+        return frozenset(found)
 
     def spent(self, scope: Scope, subject_id: str, since: float) -> tuple[float, int]:
         """($, tokens) recorded in the ledger since `since`."""

@@ -15,28 +15,32 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError, NoScriptError, RedisError
 
 from forebay.state.counters import WINDOW_S, Adjustment, Check, Outcome
 
 _KIND = {"window": "w", "lease": "l", "total": "t"}
 
-# KEYS: one counter per check. ARGV: now, token, then 4 per check: kind, limit
-# (negative: none), amount, ttl. Returns {denied (0: none, else 1-based), used..., wait...}
-# as strings, because Redis truncates Lua numbers to integers.
+# KEYS: one counter per check. ARGV: now, token, then 5 per check: kind, limit
+# (negative: none), amount, ttl, seed. A total is a hash {v: value, g: epoch}; a missing
+# one starts from its seed. Returns {denied (0: none, else 1-based), used..., wait...,
+# epoch...} as strings, because Redis truncates Lua numbers to integers.
 RESERVE = f"""
 local now = tonumber(ARGV[1])
 local token = ARGV[2]
 local sec = math.floor(now)
 local n = #KEYS
-local used, wait = {{}}, {{}}
+local used, wait, epoch = {{}}, {{}}, {{}}
 local denied = 0
 for i = 1, n do
-  local a = 2 + (i - 1) * 4
+  local a = 2 + (i - 1) * 5
   local kind, limit, amount = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local ttl = tonumber(ARGV[a + 4])
   local key = KEYS[i]
   local u, w = 0, 0
+  epoch[i] = ''
   if kind == 'w' then
     local h = redis.call('HGETALL', key)
     local oldest = nil
@@ -55,7 +59,12 @@ for i = 1, n do
     u = redis.call('ZCARD', key)
     if u > 0 then w = 1 end
   else
-    u = tonumber(redis.call('GET', key) or '0')
+    local t = redis.call('HMGET', key, 'v', 'g')
+    if t[1] then
+      u, epoch[i] = tonumber(t[1]), t[2]
+    else
+      u = tonumber(ARGV[a + 5])
+    end
     w = ttl
   end
   if limit >= 0 and u + amount > limit and denied == 0 then denied = i end
@@ -63,7 +72,7 @@ for i = 1, n do
 end
 if denied == 0 then
   for i = 1, n do
-    local a = 2 + (i - 1) * 4
+    local a = 2 + (i - 1) * 5
     local kind, amount, ttl = ARGV[a + 1], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
     local key = KEYS[i]
     if kind == 'w' then
@@ -75,8 +84,12 @@ if denied == 0 then
         redis.call('EXPIRE', key, math.ceil(ttl) + 1)
       end
     else
-      redis.call('INCRBYFLOAT', key, amount)
-      if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, math.ceil(ttl)) end
+      if epoch[i] == '' then
+        epoch[i] = token
+        redis.call('HSET', key, 'v', ARGV[a + 5], 'g', token)
+        redis.call('EXPIRE', key, math.ceil(ttl))
+      end
+      redis.call('HINCRBYFLOAT', key, 'v', ARGV[a + 3])
     end
     used[i] = used[i] + amount
   end
@@ -84,14 +97,18 @@ end
 local out = {{tostring(denied)}}
 for i = 1, n do out[#out + 1] = tostring(used[i]) end
 for i = 1, n do out[#out + 1] = tostring(wait[i]) end
+if denied == 0 then
+  for i = 1, n do out[#out + 1] = epoch[i] end
+end
 return out
 """
 
-# KEYS: one counter per adjustment. ARGV: token, then 3 per adjustment: kind, delta, bucket.
+# KEYS: one counter per adjustment. ARGV: token, then 5 per adjustment: kind, delta,
+# bucket, actual, epoch. A total that is not the epoch reserved in gets `actual`.
 SETTLE = """
 local token = ARGV[1]
 for i = 1, #KEYS do
-  local a = 1 + (i - 1) * 3
+  local a = 1 + (i - 1) * 5
   local kind, delta, bucket = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
   local key = KEYS[i]
   if kind == 'w' then
@@ -100,16 +117,14 @@ for i = 1, #KEYS do
     end
   elseif kind == 'l' then
     redis.call('ZREM', key, token)
-  elseif delta ~= 0 and redis.call('EXISTS', key) == 1 then
-    redis.call('INCRBYFLOAT', key, delta)
+  else
+    local epoch = redis.call('HGET', key, 'g')
+    if epoch then
+      local change = ARGV[a + 2]
+      if epoch ~= ARGV[a + 5] then change = ARGV[a + 4] end
+      if tonumber(change) ~= 0 then redis.call('HINCRBYFLOAT', key, 'v', change) end
+    end
   end
-end
-return 1
-"""
-
-SEED = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 end
 return 1
 """
@@ -128,12 +143,18 @@ class RedisCounters:
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float) -> RedisCounters:
+        # After Redis restarts, every pooled connection is dead, and the first command on
+        # each fails. One retry on the same connection, reconnected, hides that (the new
+        # server never ran the first try). Only connection errors: a Redis that does not
+        # answer in time must fail over at once, not after twice the timeout.
+        once = Retry(NoBackoff(), 1, supported_errors=(ConnectionError,))
         client = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
             max_connections=512,
+            retry=once,
         )
         return cls(client)
 
@@ -201,28 +222,39 @@ class RedisCounters:
         args = [repr(now), token]
         for c in checks:
             limit = -1.0 if c.limit is None else c.limit
-            args += [_KIND[c.kind], repr(float(limit)), repr(float(c.amount)), repr(c.ttl_s)]
+            args += [
+                _KIND[c.kind],
+                repr(float(limit)),
+                repr(float(c.amount)),
+                repr(c.ttl_s),
+                repr(float(c.seed)),
+            ]
         raw = await self._call("reserve", [c.key for c in checks], args)
         n = len(checks)
         denied = int(raw[0])
         used = tuple(float(x) for x in raw[1 : 1 + n])
         wait = tuple(float(x) for x in raw[1 + n : 1 + 2 * n])
-        return Outcome(denied - 1 if denied else None, used, wait)
+        if denied:
+            return Outcome(denied - 1, used, wait)
+        return Outcome(None, used, wait, tuple(x.decode() for x in raw[1 + 2 * n :]))
 
     async def settle(self, adjustments: Sequence[Adjustment], *, token: str) -> None:
         args = [token]
         for adj in adjustments:
-            args += [_KIND[adj.kind], repr(float(adj.delta)), str(adj.bucket)]
+            args += [
+                _KIND[adj.kind],
+                repr(float(adj.delta)),
+                str(adj.bucket),
+                repr(float(adj.actual)),
+                adj.epoch,
+            ]
         await self._call("settle", [a.key for a in adjustments], args)
-
-    async def seed(self, key: str, value: float, *, now: float, ttl_s: float) -> None:
-        await self._call("seed", [key], [repr(float(value)), str(max(1, int(ttl_s)))])
 
     async def close(self) -> None:
         await self._redis.aclose()
 
 
-_SCRIPTS = {"reserve": RESERVE, "settle": SETTLE, "seed": SEED}
+_SCRIPTS = {"reserve": RESERVE, "settle": SETTLE}
 
 
 def _sha(text: str) -> str:

@@ -1,5 +1,7 @@
 """Tenants and keys in the database. Never called on the request path: the
-gateway reads an in-memory `KeyRing` that is refreshed from here."""
+gateway reads an in-memory `KeyRing` that is refreshed from here, at once by the
+replica that made a change and, through the change counter every write bumps,
+within `key_refresh_s` by every other (see `forebay.db.changes`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import orjson
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from forebay.db.changes import bump
 from forebay.db.schema import api_keys, tenants
 from forebay.errors import TenancyError
 from forebay.tenancy.keys import Principal, display_prefix, hash_key, new_id, new_key
@@ -59,6 +62,7 @@ class TenancyStore:
                 conn.execute(
                     insert(tenants).values(id=tenant.id, name=name, created_at=tenant.created_at)
                 )
+                bump(conn)
         except IntegrityError:
             raise TenancyError(f"a tenant named {name!r} already exists") from None
         return tenant
@@ -123,6 +127,7 @@ class TenancyStore:
                     classes=_json_list(info.classes),
                 )
             )
+            bump(conn)
         return IssuedKey(info, plaintext)
 
     def list_keys(
@@ -161,6 +166,8 @@ class TenancyStore:
                 .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=time.time())
             )
+            if result.rowcount > 0:
+                bump(conn)
         return result.rowcount > 0
 
     def has_admin_key(self) -> bool:
