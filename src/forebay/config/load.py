@@ -147,6 +147,7 @@ def _freeze(
         models=models,
         revision=revision,
         source=source,
+        auth=raw.auth,
     )
 
 

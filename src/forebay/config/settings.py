@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from forebay.config.schema import LedgerConfig, LimitsConfig, LocalConfig, RedisConfig
+from forebay.config.schema import (
+    AuthConfig,
+    LedgerConfig,
+    LimitsConfig,
+    LocalConfig,
+    RedisConfig,
+)
 from forebay.config.traffic import (
     AdmissionConfig,
     ResilienceConfig,
@@ -71,6 +77,7 @@ class Settings:
     models: Mapping[str, ModelAlias]
     revision: str
     source: str
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 def default_data_dir() -> Path:
