@@ -176,3 +176,18 @@ def test_an_event_orjson_cannot_encode_is_still_spooled(tmp_path: Path, huge: in
     assert b'"prompt_tokens":' in spool.path(0).read_bytes()
     spool.settle([0])
     spool.close()
+
+
+def test_many_requests_in_flight_do_not_rotate_the_spool_at_every_record(
+    tmp_path: Path,
+) -> None:
+    spool_dir = tmp_path / "spool"
+    spool = Spool(spool_dir, segment_bytes=4096).open()
+    for e in make_events(seed=27, n=200):  # ~30 KB of begun records, carried at each rotation
+        spool.begin(e.request_id, {"request_id": e.request_id, "ts": e.ts, "alias": e.alias})
+    for e in make_events(seed=28, n=50):  # ~12 KB of done records: three segments' worth
+        spool.done(e)
+    segments = list(spool_dir.glob("*.spool"))
+    assert len(segments) <= 5, "rotated per record"
+    assert sum(p.stat().st_size for p in segments) < 200_000
+    spool.close()

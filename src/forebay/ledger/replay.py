@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from forebay.ledger.commit import Committer, Row
-from forebay.ledger.records import DONE, event_row, parse
+from forebay.ledger.records import DONE, event_row, read_records
 from forebay.ledger.spool import LOCK_SUFFIX, SEGMENT_SUFFIX, owner_of
 
 INTERRUPTED_STATUS = 499
@@ -110,10 +110,7 @@ def _replay(files: list[Path], committer: Committer, batch_size: int, result: Re
             last_write = max(last_write, path.stat().st_mtime)
         except FileNotFoundError:
             continue
-        for raw in data.split(b"\n"):
-            if not raw.strip():
-                continue
-            record = parse(raw)
+        for record in read_records(data):
             if record is None:
                 result.unreadable += 1
                 continue

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from forebay.ledger.events import UsageEvent
-from forebay.ledger.records import BEGUN, ROUTED, done_line, line
+from forebay.ledger.records import BEGUN, ROUTED, done_line, header_line, line
 
 log = logging.getLogger("forebay.ledger")
 
@@ -70,7 +70,8 @@ class Spool:
         self._lock_fd = -1
         self._fd = -1
         self._seq = 0
-        self._size = 0
+        self._size = 0  # bytes in the current segment
+        self._base = 0  # of which its header and the records carried into it
         self._in_flight: dict[str, bytes] = {}  # request id -> its begun/routed records
         # Shared with the writer thread, under the mutex:
         self._mutex = threading.Lock()
@@ -86,6 +87,7 @@ class Spool:
         self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._fd = self._open_segment(self._seq)
+        self._size = self._base = len(header_line())
         return self
 
     def path(self, seq: int) -> Path:
@@ -148,7 +150,10 @@ class Spool:
         if self._fd < 0:
             return NO_SEGMENT
         try:
-            if self._size + len(record) > self._segment_bytes and self._size:
+            # Counting only what was appended since the segment began, not its
+            # header and carried records: with many requests in flight, a carry
+            # larger than a segment must not rotate at every record.
+            if self._size - self._base + len(record) > self._segment_bytes:
                 self._rotate()
             written = os.write(self._fd, record)
             self._size += written
@@ -172,7 +177,8 @@ class Spool:
             os.close(fd)  # keep appending to the old segment
             self._unlink(old + 1)
             raise
-        self._fd, self._seq, self._size = fd, old + 1, len(carry)
+        self._fd, self._seq = fd, old + 1
+        self._size = self._base = len(carry) + len(header_line())
         os.close(old_fd)
         with self._mutex:
             if self._pending.get(old, 0) > 0:
@@ -183,7 +189,13 @@ class Spool:
 
     def _open_segment(self, seq: int) -> int:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        return os.open(self.path(seq), flags, 0o600)
+        fd = os.open(self.path(seq), flags, 0o600)
+        try:
+            os.write(fd, header_line())
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     def _failed(self, exc: OSError) -> None:
         self.errors += 1
