@@ -25,7 +25,7 @@ BODY = {"model": "echo", "messages": [{"role": "user", "content": "hello"}]}
 def gw(make_gateway: GatewayFactory, upstream: Upstream) -> Gateway:
     throttle = """
     auth:
-      throttle: {max_failures: 5, window_s: 1.0}
+      throttle: {max_failures: 5, window_s: 3.0}
       failure_log_interval_s: 0.2
     """
     return make_gateway(throttle + echo_config(upstream.base_url))
@@ -77,12 +77,12 @@ def test_bad_keys_write_no_rows_and_are_throttled_per_address(
         assert r.status_code == 429, r.text
         assert r.json()["error"]["code"] == "too_many_auth_failures"
         assert r.json()["error"]["type"] == "rate_limit_error"
-        assert 1 <= int(r.headers["retry-after"]) <= 1
+        assert 1 <= int(r.headers["retry-after"]) <= 3
     # Another address is unaffected.
     fine = other.post("/v1/chat/completions", json=BODY, headers=good)
     assert fine.status_code == 200
 
-    # The window passes (1 s): the address is let through again.
+    # The window passes (3 s): the address is let through again.
     deadline = time.monotonic() + 10
     while True:
         again = bad.post("/v1/chat/completions", json=BODY, headers=good)
