@@ -29,11 +29,14 @@ from forebay.db.engine import database_url, make_engine
 from forebay.db.migrate import upgrade
 from forebay.errors import ForebayError
 from forebay.gateway.auth import KeyRing
+from forebay.gateway.auth_failures import FailedAuth
 from forebay.gateway.limits import Limiter
 from forebay.gateway.load_signals import poll_load
 from forebay.gateway.pipeline import Gateway
 from forebay.gateway.recorder import Recorder
 from forebay.gateway.traffic import Traffic, build_traffic
+from forebay.ledger.replay import INTERRUPTED_STATUS, replay_spools
+from forebay.ledger.spool import Spool
 from forebay.ledger.writer import LedgerWriter
 from forebay.state.counters import CounterStore, InProcessCounters
 from forebay.state.failover import RedisWithFallback
@@ -49,6 +52,8 @@ if TYPE_CHECKING:
     from forebay.upstreams.local.supervisor import WorkerSupervisor
 
 log = logging.getLogger("forebay")
+
+DEAD_LETTER_FILE = "ledger-dead-letter.jsonl"
 
 
 @dataclass
@@ -98,6 +103,7 @@ class Services:
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="key-refresh"))
         self._tasks.append(asyncio.create_task(self._spend_loop(), name="spend-refresh"))
         self._tasks.append(asyncio.create_task(self._gauge_loop(), name="upstream-gauges"))
+        self._tasks.append(asyncio.create_task(self._auth_failure_log(), name="auth-failures"))
         polled = [
             state
             for alias, pool in self.traffic.pools.items()
@@ -137,6 +143,29 @@ class Services:
         await _every(
             self.settings.limits.spend_refresh_s, read, "reading spend from the ledger failed"
         )
+
+    async def _auth_failure_log(self) -> None:
+        """One line per interval for failed authentication, never one per request."""
+        interval = self.settings.auth.failure_log_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            s = self.keyring.failures.take_summary()
+            if not s.failures and not s.throttled:
+                continue
+            cap = self.settings.auth.throttle.max_sources
+            log.warning(
+                "failed authentication in the last %g s: %d requests (missing key %d, "
+                "malformed %d, invalid or revoked %d) from %s%d source address(es); "
+                "%d more refused by the throttle (429)",
+                interval,
+                s.failures,
+                s.by_reason["missing"],
+                s.by_reason["malformed"],
+                s.by_reason["invalid"],
+                "at least " if len(s.sources) >= cap else "",
+                len(s.sources),
+                s.throttled,
+            )
 
     async def _gauge_loop(self) -> None:
         while True:
@@ -220,16 +249,8 @@ def build_services(settings: Settings, *, env_admin_key: str | None = None) -> S
     store = TenancyStore(engine)
     boot = bootstrap(store, env_admin_key=env_admin_key)
     metrics = Metrics()
-    ledger = LedgerWriter(
-        engine,
-        queue_size=settings.ledger.queue_size,
-        batch_size=settings.ledger.batch_size,
-        flush_interval_s=settings.ledger.flush_interval_s,
-        on_dropped=metrics.ledger_dropped.inc,
-        on_written=metrics.ledger_written.inc,
-    )
-    metrics.bind_ledger(lambda: ledger.depth)
-    keyring = KeyRing(env_admin_key)
+    ledger = _ledger_writer(settings, engine, metrics)
+    keyring = KeyRing(env_admin_key, FailedAuth(settings.auth.throttle, metrics))
     upstreams = build_upstreams(settings, log_dir=settings.data_dir / "logs")
     recorder = Recorder(ledger, metrics, settings.revision)
     limiter = Limiter(PolicyBook(), _counter_store(settings, metrics), settings.limits, metrics)
@@ -262,6 +283,48 @@ def build_services(settings: Settings, *, env_admin_key: str | None = None) -> S
         PolicyStore(engine),
         traffic,
     )
+
+
+def _ledger_writer(settings: Settings, engine: Engine, metrics: Metrics) -> LedgerWriter:
+    """The writer, after the spools of processes that died are in the ledger
+    (before serving: their usage counts toward budgets seeded at start)."""
+    cfg = settings.ledger
+    spool_dir = settings.data_dir / "spool"
+    ledger = LedgerWriter(
+        engine,
+        queue_size=cfg.queue_size,
+        batch_size=cfg.batch_size,
+        flush_interval_s=cfg.flush_interval_s,
+        on_dropped=metrics.ledger_dropped.inc,
+        on_written=metrics.ledger_written.inc,
+        on_rejected=metrics.ledger_rejected.inc,
+        dead_letter=settings.data_dir / DEAD_LETTER_FILE,
+    )
+    found = replay_spools(spool_dir, ledger.committer, batch_size=cfg.batch_size)
+    metrics.ledger_replayed.inc(found.replayed)
+    metrics.ledger_interrupted.inc(found.interrupted)
+    if found.owners:
+        log.warning(
+            "ledger: took over the spools of %d stopped process(es): %d served requests "
+            "written (%d were already recorded), %d requests in flight recorded as "
+            "interrupted (status %d), %d refused, %d unreadable lines, %d files kept",
+            found.owners,
+            found.replayed,
+            found.already,
+            found.interrupted,
+            INTERRUPTED_STATUS,
+            found.rejected,
+            found.unreadable,
+            found.kept,
+        )
+    if cfg.spool:
+        ledger.spool = Spool(
+            spool_dir,
+            segment_bytes=cfg.spool_segment_bytes,
+            on_error=metrics.ledger_spool_errors.inc,
+        ).open()
+    metrics.bind_ledger(lambda: ledger.depth)
+    return ledger
 
 
 def _counter_store(settings: Settings, metrics: Metrics) -> CounterStore:

@@ -153,9 +153,10 @@ def test_migrations_apply_and_are_idempotent(ledger_engine: Engine) -> None:
     names = set(sa.inspect(ledger_engine).get_table_names())
     assert {"usage_events", "usage_hourly", "usage_daily", "tenants", "api_keys", "limits"} <= names
     indexes = {i["name"] for i in sa.inspect(ledger_engine).get_indexes("usage_events")}
-    assert {"ix_usage_tenant_ts", "ix_usage_key_ts", "ix_usage_ts"} <= indexes
+    want = {"ix_usage_tenant_ts", "ix_usage_key_ts", "ix_usage_ts", "ux_usage_request_id"}
+    assert want <= indexes
     with ledger_engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
 
 
 def test_writer_persists_batches_and_keeps_rollups_equal_to_events(ledger_engine: Engine) -> None:
@@ -229,13 +230,15 @@ def test_migration_backfills_rollups_from_existing_events(ledger_url: str) -> No
 @pytest.fixture
 def failing(ledger_engine: Engine) -> Iterator[list[int]]:
     """Fail writes to usage_daily (the last statement of a batch, after its
-    events are inserted) while the returned list's first element is > 0."""
+    events are inserted) while the returned list's first element is > 0, with
+    the driver's OperationalError: what a lost connection raises."""
     remaining = [0]
+    transient = ledger_engine.dialect.loaded_dbapi.OperationalError
 
     def fail(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if remaining[0] and "usage_daily" in statement and statement.lstrip().startswith("INSERT"):
             remaining[0] -= 1
-            raise RuntimeError("simulated database failure")
+            raise transient("simulated database failure")
 
     event.listen(ledger_engine, "before_cursor_execute", fail)
     yield remaining
@@ -322,6 +325,6 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(upgrade, engines))  # raises if two raced to create a table
     with engines[0].connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0006",)]
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0007",)]
     for engine in engines:
         engine.dispose()

@@ -6,6 +6,7 @@ and the stale pooled connections cost no 503."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def _gateway(
         deployments:
           - name: fake-pricey-slow
             base_url: {upstream.base_url}
-            model: slow-800
+            model: slow-1500
             price: {{input_per_million: 1000000, output_per_million: 1000000}}
     """
     )
@@ -119,8 +120,12 @@ def test_requests_in_flight_across_a_restart_are_counted(
     assert resp.status_code == 200, resp.text
 
     async def run() -> tuple[list[int], list[int]]:
-        slow = asyncio.create_task(_chats(gw, 3, "pricey-slow"))  # reserved, then 800 ms upstream
-        await asyncio.sleep(0.3)
+        slow = asyncio.create_task(_chats(gw, 3, "pricey-slow"))  # reserved, then 1.5 s upstream
+        pool = gw.services.traffic.pools["pricey-slow"]
+        deadline = time.monotonic() + 10
+        while pool.active < 3:  # all three reserved and at the upstream, however loaded we are
+            assert time.monotonic() < deadline, "the slow requests never reached the upstream"
+            await asyncio.sleep(0.01)
         await asyncio.to_thread(_restart_empty, redis)
         fast = await _chats(gw, 2)  # creates the new counter while the slow ones are out
         return await slow, fast

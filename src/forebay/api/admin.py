@@ -33,9 +33,7 @@ def admin_guard(keyring: KeyRing) -> Callable[[Handler], Handler]:
     def guarded(handler: Handler) -> Handler:
         async def wrapper(request: Request) -> Response:
             try:
-                principal = authenticate(
-                    keyring, request.headers.get("authorization"), request.headers.get("api-key")
-                )
+                principal = authenticate(keyring, request)
                 require_admin(principal)
                 return await handler(request)
             except ForebayError as err:

@@ -30,9 +30,7 @@ def openai_routes(
         return await gateway.handle(request, Endpoint.EMBEDDINGS)
 
     def visible(request: Request) -> list[ModelAlias]:
-        principal = authenticate(
-            keyring, request.headers.get("authorization"), request.headers.get("api-key")
-        )
+        principal = authenticate(keyring, request)
         return [m for m in models.values() if principal.may_use(m.name)]
 
     async def list_models(request: Request) -> Response:

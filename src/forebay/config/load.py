@@ -154,6 +154,7 @@ def _freeze(
         models=models,
         revision=revision,
         source=source,
+        auth=raw.auth,
     )
 
 

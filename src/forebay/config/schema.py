@@ -128,6 +128,30 @@ class LedgerConfig(Strict):
     queue_size: int = Field(50_000, ge=1)
     batch_size: int = Field(500, ge=1)
     flush_interval_s: float = Field(0.25, gt=0)
+    spool: bool = Field(
+        True, description="append usage to <data dir>/spool first, so a killed process loses none"
+    )
+    spool_segment_bytes: int = Field(
+        1 << 20, ge=4096, description="rotate spool files at this size"
+    )
+
+
+class AuthThrottleConfig(Strict):
+    """Refuse (429) every request from a source address that failed
+    authentication `max_failures` times within `window_s`, for `window_s`.
+    The address is the TCP peer: behind a load balancer or proxy every client
+    shares one, so raise the limit there or turn this off."""
+
+    enabled: bool = True
+    max_failures: int = Field(20, ge=1)
+    window_s: float = Field(60.0, gt=0)
+    max_sources: int = Field(10_000, ge=1, description="addresses tracked at most (memory bound)")
+
+
+class AuthConfig(Strict):
+    throttle: AuthThrottleConfig = AuthThrottleConfig()
+    # Failed authentication is logged as one summary line per interval, never per request.
+    failure_log_interval_s: float = Field(60.0, gt=0)
 
 
 class DatabaseConfig(Strict):
@@ -170,6 +194,7 @@ class RawConfig(Strict):
     redis: RedisConfig = RedisConfig()
     limits: LimitsConfig = LimitsConfig()
     ledger: LedgerConfig = LedgerConfig()
+    auth: AuthConfig = AuthConfig()
     local: LocalConfig = LocalConfig()
     # How often each replica checks the database's change counter (one single-row SELECT);
     # keys and limits are re-read only when it moved.

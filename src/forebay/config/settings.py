@@ -14,7 +14,13 @@ from forebay.config.defaults import (
     DEFAULT_CONTEXT_TOKENS,
     DEFAULT_IMAGE_TOKENS,
 )
-from forebay.config.schema import LedgerConfig, LimitsConfig, LocalConfig, RedisConfig
+from forebay.config.schema import (
+    AuthConfig,
+    LedgerConfig,
+    LimitsConfig,
+    LocalConfig,
+    RedisConfig,
+)
 from forebay.config.traffic import (
     AdmissionConfig,
     ResilienceConfig,
@@ -88,6 +94,7 @@ class Settings:
     models: Mapping[str, ModelAlias]
     revision: str
     source: str
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 def default_data_dir() -> Path:

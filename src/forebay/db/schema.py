@@ -60,7 +60,8 @@ usage_events = Table(
     Column("endpoint", String(40), nullable=False),
     Column("alias", String(200), nullable=True),
     Column("deployment", String(200), nullable=True),
-    Column("route_reason", String(300), nullable=True),
+    # A list of deployments and what happened to each: no natural bound (migration 0007).
+    Column("route_reason", Text, nullable=True),
     Column("stream", Boolean, nullable=False),
     Column("prompt_tokens", Integer, nullable=False),
     Column("completion_tokens", Integer, nullable=False),
@@ -76,6 +77,9 @@ usage_events = Table(
     Index("ix_usage_tenant_ts", "tenant_id", "ts"),
     Index("ix_usage_key_ts", "key_id", "ts"),
     Index("ix_usage_ts", "ts"),
+    # One row per request: a retried batch or a replayed spool inserts with
+    # ON CONFLICT DO NOTHING against it (migration 0007).
+    Index("ux_usage_request_id", "request_id", unique=True),
 )
 
 

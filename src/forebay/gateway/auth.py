@@ -1,10 +1,17 @@
-"""Stage 1: who is calling. A dict lookup of the key's hash; no database here."""
+"""Stage 1: who is calling. A dict lookup of the key's hash; no database here.
+
+Every authenticated route (/v1/*, /admin/*) goes through `authenticate`, so a
+failure is counted and throttled the same way everywhere (`auth_failures.py`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from starlette.requests import Request
+
 from forebay.errors import ForebayError, unauthorized
+from forebay.gateway.auth_failures import FailedAuth
 from forebay.tenancy.keys import Principal, hash_key
 
 ENV_ADMIN = Principal(
@@ -15,9 +22,12 @@ ENV_ADMIN = Principal(
 class KeyRing:
     """Active keys by hash, swapped whole on refresh so readers never see half a table."""
 
-    def __init__(self, env_admin_key: str | None = None) -> None:
+    def __init__(
+        self, env_admin_key: str | None = None, failures: FailedAuth | None = None
+    ) -> None:
         self._by_hash: Mapping[str, Principal] = {}
         self._env_admin_hash = hash_key(env_admin_key) if env_admin_key else None
+        self.failures = failures or FailedAuth()
 
     def replace(self, by_hash: Mapping[str, Principal]) -> None:
         self._by_hash = by_hash
@@ -47,22 +57,36 @@ def bearer_key(authorization: str | None, api_key_header: str | None) -> str | N
     return None
 
 
-def authenticate(ring: KeyRing, authorization: str | None, api_key_header: str | None) -> Principal:
-    key = bearer_key(authorization, api_key_header)
+def authenticate(ring: KeyRing, request: Request) -> Principal:
+    failures = ring.failures
+    if failures.blocked:  # empty unless someone is being throttled
+        failures.check(source_of(request))
+    headers = request.headers
+    authorization = headers.get("authorization")
+    key = bearer_key(authorization, headers.get("api-key"))
     if key is None:
         if authorization:
+            failures.failed(source_of(request), "malformed")
             raise unauthorized("The Authorization header must be 'Bearer <your Forebay API key>'.")
+        failures.failed(source_of(request), "missing")
         raise unauthorized(
             "No API key provided. Send it as 'Authorization: Bearer <key>'; "
             "ask your Forebay admin for a key."
         )
     principal = ring.lookup(key)
     if principal is None:
+        failures.failed(source_of(request), "invalid")
         raise unauthorized(
             "Invalid or revoked API key. Check that you copied the whole key, "
             "or ask your Forebay admin for a new one."
         )
     return principal
+
+
+def source_of(request: Request) -> str:
+    """The TCP peer's address (behind a proxy: the proxy's)."""
+    client = request.scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 def require_admin(principal: Principal) -> None:

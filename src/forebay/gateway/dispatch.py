@@ -77,6 +77,7 @@ class Dispatcher:
                     lease = await pool.acquire(ticket, retry=is_retry)
                     ex.deployment = lease.state.upstream.deployment
                     ex.route_reason = lease.reason(notes)
+                    self._recorder.routed(ex)
                     try:
                         opened = await self._open(ex, req, pool, ticket, lease, hedge=hedge)
                     except UpstreamFailure as failure:
@@ -269,6 +270,17 @@ class Dispatcher:
         pool.succeeded(opened.lease, None, latency, ex.prompt_tokens + ex.completion_tokens)
         return Response(reply.body, reply.status, _route_headers(ex), media_type="application/json")
 
+    def _record_before_last_bytes(self, ex: Exchange, req: ParsedRequest, relay: SseRelay) -> None:
+        """The client is about to get `[DONE]`: record the stream now, so that a
+        process killed once the client has it still has its row (spooled). The
+        `finally` of `_relay` still records a stream that ends any other way."""
+        if ex.recorded:
+            return
+        if relay.upstream_error is not None:
+            ex.fail(502, "upstream_stream_error")
+        _count_stream(ex, req, relay)
+        self._recorder.finish(ex)
+
     async def _relay(
         self, ex: Exchange, req: ParsedRequest, pool: Pool, opened: Opened, relay: SseRelay
     ) -> AsyncIterator[bytes]:
@@ -278,20 +290,27 @@ class Dispatcher:
             out = relay.feed(opened.first)
             if out:
                 ex.mark_first_token()
+                if relay.saw_done:
+                    self._record_before_last_bytes(ex, req, relay)
                 yield out
             async for chunk in opened.chunks:
                 out = relay.feed(chunk)
                 if out:
                     ex.mark_first_token()
+                    if relay.saw_done:
+                        self._record_before_last_bytes(ex, req, relay)
                     yield out
             out = relay.tail()
             if out:
+                if relay.saw_done:
+                    self._record_before_last_bytes(ex, req, relay)
                 yield out
             if relay.upstream_error is not None:
                 ex.fail(502, "upstream_stream_error")
         except UpstreamFailure as exc:
             failure = exc
             ex.fail(502 if exc.kind != "timeout" else 504, f"stream_{exc.kind}")
+            self._record_before_last_bytes(ex, req, relay)
             yield error_event(
                 f"The upstream stream from deployment '{opened.lease.state.name}' failed after "
                 f"it started ({exc.detail}); the answer above is incomplete.",
@@ -302,12 +321,7 @@ class Dispatcher:
             raise
         finally:
             opened.handle.release()
-            if relay.usage is not None:
-                ex.prompt_tokens, ex.completion_tokens = relay.usage
-            else:
-                ex.prompt_tokens = estimate_prompt_tokens(req.payload)
-                ex.completion_tokens = relay.content_events
-                ex.estimated = True
+            _count_stream(ex, req, relay)
             tokens = ex.prompt_tokens + ex.completion_tokens
             if failure is not None:
                 pool.failed(opened.lease, failure, tokens=tokens)
@@ -315,6 +329,15 @@ class Dispatcher:
                 latency = time.perf_counter() - opened.started
                 pool.succeeded(opened.lease, opened.ttft_s, latency, tokens)
             self._recorder.finish(ex)
+
+
+def _count_stream(ex: Exchange, req: ParsedRequest, relay: SseRelay) -> None:
+    if relay.usage is not None:
+        ex.prompt_tokens, ex.completion_tokens = relay.usage
+    else:
+        ex.prompt_tokens = estimate_prompt_tokens(req.payload)
+        ex.completion_tokens = relay.content_events
+        ex.estimated = True
 
 
 def _estimate_completion(obj: dict[str, Any]) -> int:

@@ -46,12 +46,12 @@ class Gateway:
         self._limit = max_body_bytes
 
     async def handle(self, request: Request, endpoint: Endpoint) -> Response:
-        ex = Exchange(endpoint)
+        # Before the exchange: a failed authentication is counted and throttled
+        # (auth_failures.py), never one ledger row each.
+        principal = authenticate(self._keyring, request)
+        ex = Exchange(endpoint, principal=principal)
         try:
             headers = request.headers
-            ex.principal = authenticate(
-                self._keyring, headers.get("authorization"), headers.get("api-key")
-            )
             body = await read_body(request, self._limit)
             req = parse_request(endpoint, parse_json(body, self._limit))
             ex.stream = req.stream
@@ -63,7 +63,7 @@ class Gateway:
                     param="model",
                 )
             ex.alias = model.name
-            if not ex.principal.may_use(model.name):
+            if not principal.may_use(model.name):
                 raise forbidden(
                     f"Your API key is not allowed to use model '{model.name}'; "
                     "GET /v1/models lists the ones it can, or ask your admin to widen its scope."
@@ -74,7 +74,7 @@ class Gateway:
             traffic = self._traffic
             if traffic.admission.enabled:
                 class_name, cls = resolve_class(
-                    ex.principal,
+                    principal,
                     headers.get(CLASS_HEADER),
                     traffic.classes,
                     traffic.admission.default_class,
@@ -88,8 +88,9 @@ class Gateway:
             hedge = cls.hedge and traffic.admission.enabled
             if self._limiter is not None:
                 await self._limiter.admit(ex, model, req, hedged=hedge)
-            tenant = ex.principal.tenant_id or ex.principal.key_id
+            tenant = principal.tenant_id or principal.key_id
             ticket = traffic.ticket(model.name, class_name, tenant, req.payload)
+            self._recorder.begin(ex)  # spooled: a crash from here on still leaves a row
             response = await self._dispatcher.send(ex, req, pool, ticket, hedge=hedge)
         except ForebayError as err:
             ex.fail(err.status, error_type_for(err))

@@ -1,5 +1,11 @@
 """The last stage of every request: exactly one ledger record and one set of
-metric observations, whatever happened (success, error, aborted stream)."""
+metric observations, whatever happened (success, error, aborted stream).
+
+`finish` runs before the response completes (for a stream, before its last
+bytes: see dispatch.py), and the ledger spools the event at once, so a
+response that was served is recorded even if the process is killed right
+after; `begin` and `routed` spool a request in flight, which a restart then
+records as interrupted (ledger/replay.py)."""
 
 from __future__ import annotations
 
@@ -68,8 +74,44 @@ class Exchange:
 class Recorder:
     def __init__(self, ledger: LedgerWriter, metrics: Metrics, revision: str) -> None:
         self._ledger = ledger
+        self._spool = ledger.spool
         self._metrics = metrics
         self._revision = revision
+
+    def begin(self, ex: Exchange) -> None:
+        """The request goes to dispatch: spool what is known of it, so that a
+        process killed before `finish` still leaves a row (as interrupted)."""
+        if self._spool is None:
+            return
+        p = ex.principal
+        self._spool.begin(
+            ex.request_id,
+            {
+                "request_id": ex.request_id,
+                "ts": ex.ts,
+                "tenant_id": p.tenant_id if p else None,
+                "key_id": p.key_id if p else None,
+                "endpoint": ex.endpoint.value,
+                "alias": ex.alias,
+                "stream": ex.stream,
+                "traffic_class": ex.class_name,
+                "config_revision": self._revision,
+            },
+        )
+
+    def routed(self, ex: Exchange) -> None:
+        """A deployment was chosen (again, on a retry): spool which."""
+        if self._spool is None or ex.recorded:
+            return
+        dep = ex.deployment
+        self._spool.routed(
+            ex.request_id,
+            {
+                "request_id": ex.request_id,
+                "deployment": dep.name if dep else None,
+                "route_reason": ex.route_reason,
+            },
+        )
 
     def finish(self, ex: Exchange) -> None:
         if ex.recorded:

@@ -1,32 +1,32 @@
 """Bounded queue plus one background writer thread that inserts in batches.
 
-The request path only does `put_nowait` (microseconds, no I/O). A full queue
-is counted and logged, never silent. `close()` drains everything that was
-queued, so a graceful shutdown loses nothing.
+The request path only appends the event to this process's spool (one
+`os.write`, see `spool.py`) and does a `put_nowait` (microseconds, no
+database). A full queue is counted and logged, never silent, and the event
+is still in the spool for the next start. `close()` drains everything that
+was queued, so a graceful shutdown loses nothing; a killed process loses
+nothing either, as its spool is replayed when the next process starts.
 
-Each batch is one transaction: the events (COPY on PostgreSQL, an executemany
-on SQLite) and the hourly and daily rollups they add to (see `rollups.py`). A
-failed transaction is retried whole, with backoff, for up to `retry_for_s` (a
-database restart loses nothing); only then are its events given up, counted as
-dropped and logged.
+How a batch reaches the database (retries, a bad row isolated from the good
+ones, request ids written once) is `commit.py`; the writer then tells the
+spool which of its records are committed.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
-from sqlalchemy import Connection, Engine, insert
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine
 
-from forebay.db.schema import usage_events
+from forebay.ledger.commit import Committer, DeadLetter
 from forebay.ledger.events import UsageEvent
-from forebay.ledger.rollups import ROLLUPS, aggregate, upsert
+from forebay.ledger.records import fit_event_row
+from forebay.ledger.spool import NO_SEGMENT, Spool
 
 log = logging.getLogger("forebay.ledger")
 
@@ -43,28 +43,39 @@ class LedgerWriter:
         flush_interval_s: float,
         on_dropped: Callable[[], None] = lambda: None,
         on_written: Callable[[int], None] = lambda n: None,
+        on_rejected: Callable[[], None] = lambda: None,
         retry_for_s: float = 60.0,
+        spool: Spool | None = None,
+        dead_letter: Path | None = None,
     ) -> None:
-        self._engine = engine
+        self.committer = Committer(
+            engine,
+            retry_for_s=retry_for_s,
+            dead_letter=DeadLetter(dead_letter) if dead_letter is not None else None,
+            on_rejected=on_rejected,
+        )
+        self.spool = spool
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._on_dropped = on_dropped
         self._on_written = on_written
-        self._retry_for_s = retry_for_s
         self._give_up_at = float("inf")  # set by close(): retry no longer than it waits
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self.dropped = 0
         self.written = 0
-        self.failed_batches = 0  # failed write attempts, each retried
+        self.failed_batches = 0  # failed write attempts (retried, or split to isolate a row)
+        self.duplicates = 0  # events whose request id was already in the ledger
+        self.rejected = 0  # events the database refused for good (see commit.py)
         self._last_drop_log = 0.0
 
     def start(self) -> None:
         self._thread.start()
 
     def submit(self, event: UsageEvent) -> None:
+        segment = self.spool.done(event) if self.spool is not None else NO_SEGMENT
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((event, segment))
         except queue.Full:
             self.dropped += 1
             self._on_dropped()
@@ -72,7 +83,8 @@ class LedgerWriter:
             if now - self._last_drop_log > 5:
                 self._last_drop_log = now
                 log.error(
-                    "ledger queue full (%d events): %d usage events dropped so far; "
+                    "ledger queue full (%d events): %d usage events dropped so far "
+                    "(kept in the spool, if on, for the next start); "
                     "the database is not keeping up",
                     self._queue.maxsize,
                     self.dropped,
@@ -83,9 +95,13 @@ class LedgerWriter:
         return self._queue.qsize()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Flush everything queued, then stop the thread."""
-        if not self._thread.is_alive():
-            return
+        """Flush everything queued, then stop the thread and close the spool."""
+        if self._thread.is_alive():
+            self._drain(timeout)
+        if self.spool is not None:
+            self.spool.close()  # keeps whatever is not committed, for the next start
+
+    def _drain(self, timeout: float) -> None:
         self._give_up_at = time.monotonic() + max(0.0, timeout - 1.0)
         self._queue.put(_STOP)
         self._thread.join(timeout)
@@ -99,7 +115,7 @@ class LedgerWriter:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            batch: list[UsageEvent] = []
+            batch: list[tuple[UsageEvent, int]] = []
             try:
                 item = self._queue.get(timeout=self._interval)
             except queue.Empty:
@@ -109,7 +125,7 @@ class LedgerWriter:
                 if item is _STOP:
                     stopping = True
                     break
-                assert isinstance(item, UsageEvent)
+                assert isinstance(item, tuple)
                 batch.append(item)
                 if len(batch) >= self._batch_size:
                     break
@@ -125,70 +141,26 @@ class LedgerWriter:
                         rest = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                    if isinstance(rest, UsageEvent):
+                    if isinstance(rest, tuple):
                         batch.append(rest)
             if batch:
                 self._write(batch)
 
-    def _write(self, batch: list[UsageEvent]) -> None:
-        rows = [e.row() for e in batch]
-        sums = [(rollup, aggregate(rollup, rows)) for rollup in ROLLUPS]
-        give_up_at = time.monotonic() + self._retry_for_s
-        delay = 0.1
-        for attempt in itertools.count(1):
-            try:
-                with self._engine.begin() as conn:
-                    insert_events(conn, rows)
-                    for rollup, rollup_rows in sums:
-                        upsert(conn, rollup, rollup_rows)
-            except Exception as exc:
-                self.failed_batches += 1
-                remaining = min(give_up_at, self._give_up_at) - time.monotonic()
-                if remaining <= 0:
-                    self.dropped += len(rows)
-                    for _ in rows:
-                        self._on_dropped()
-                    log.error(
-                        "gave up writing %d usage events after %d attempts: %s",
-                        len(rows),
-                        attempt,
-                        _describe(exc),
-                    )
-                    return
-                log.warning(
-                    "ledger write of %d events failed (attempt %d), retrying in %.1f s: %s",
-                    len(rows),
-                    attempt,
-                    min(delay, remaining),
-                    _describe(exc),
-                )
-                time.sleep(min(delay, remaining))
-                delay = min(5.0, delay * 2)
-                continue
-            self.written += len(rows)
-            self._on_written(len(rows))
-            return
-
-
-EVENT_COLUMNS = tuple(c.name for c in usage_events.c if c.name != "id")
-
-
-def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """One batch of events: COPY on PostgreSQL (about twice the rows/s of a
-    SQLAlchemy executemany in bench/ledger_scale.py), executemany on SQLite."""
-    if conn.dialect.name != "postgresql":
-        conn.execute(insert(usage_events), rows)
-        return
-    driver: Any = conn.connection.driver_connection  # psycopg, in this transaction
-    copy_sql = f"COPY usage_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
-    with driver.cursor() as cur, cur.copy(copy_sql) as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in EVENT_COLUMNS])
-
-
-def _describe(exc: BaseException) -> str:
-    """The error without the statement's parameters (or a connection URL): the
-    driver's own first line of message, at most 300 characters."""
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    lines = str(cause).strip().splitlines() or [""]
-    return f"{type(cause).__name__}: {lines[0][:300]}"
+    def _write(self, batch: list[tuple[UsageEvent, int]]) -> None:
+        rows = [fit_event_row(event.row()) for event, _ in batch]
+        out = self.committer.write(rows, give_up_at=self._give_up_at)
+        self.failed_batches += out.failed_attempts
+        self.duplicates += out.duplicates
+        self.rejected += out.rejected
+        if out.inserted:
+            self.written += out.inserted
+            self._on_written(out.inserted)
+        if out.given_up:
+            # Counted as dropped; their `done` records stay in the spool (not
+            # settled below), so the next start still writes them.
+            self.dropped += len(out.given_up)
+            for _ in out.given_up:
+                self._on_dropped()
+        if self.spool is not None:
+            lost = set(out.given_up)
+            self.spool.settle(seg for i, (_, seg) in enumerate(batch) if i not in lost)

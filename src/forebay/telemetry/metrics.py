@@ -77,6 +77,45 @@ class Metrics:
         self.ledger_written = Counter(
             "forebay_ledger_written_events", "Usage events written to the ledger.", registry=r
         )
+        self.ledger_rejected = Counter(
+            "forebay_ledger_rejected_events",
+            "Usage events the database refused for good (a value or constraint), kept in "
+            "<data dir>/ledger-dead-letter.jsonl instead.",
+            registry=r,
+        )
+        self.ledger_replayed = Counter(
+            "forebay_ledger_replayed_events",
+            "Usage events of requests served by a process that died before writing them, "
+            "written at start from its spool.",
+            registry=r,
+        )
+        self.ledger_interrupted = Counter(
+            "forebay_ledger_interrupted_events",
+            "Requests in flight when their process died, recorded at start as interrupted.",
+            registry=r,
+        )
+        self.ledger_spool_errors = Counter(
+            "forebay_ledger_spool_errors",
+            "Spool writes that failed (e.g. disk full): those events are only in memory.",
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "forebay_auth_failures",
+            "Requests refused for their API key: missing, malformed, or invalid (unknown or "
+            "revoked). Not in the ledger.",
+            ["reason"],
+            registry=r,
+        )
+        self.auth_throttled = Counter(
+            "forebay_auth_throttled",
+            "Requests refused (429) because their source address failed authentication too often.",
+            registry=r,
+        )
+        self.auth_throttled_sources = Gauge(
+            "forebay_auth_throttled_sources",
+            "Source addresses being refused now after failed authentication.",
+            registry=r,
+        )
         self.ledger_queue = Gauge(
             "forebay_ledger_queue_depth", "Usage events waiting to be written.", registry=r
         )
