@@ -147,6 +147,8 @@ def _freeze(
         models=models,
         revision=revision,
         source=source,
+        server=raw.server,
+        probes=raw.probes,
     )
 
 

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from forebay.config.schema import LedgerConfig, LimitsConfig, LocalConfig, RedisConfig
+from forebay.config.schema import (
+    LedgerConfig,
+    LimitsConfig,
+    LocalConfig,
+    ProbeConfig,
+    RedisConfig,
+    ServerConfig,
+)
 from forebay.config.traffic import (
     AdmissionConfig,
     ResilienceConfig,
@@ -71,6 +78,8 @@ class Settings:
     models: Mapping[str, ModelAlias]
     revision: str
     source: str
+    server: ServerConfig = field(default_factory=ServerConfig)
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
 
 
 def default_data_dir() -> Path:

@@ -65,6 +65,24 @@ def authenticate(ring: KeyRing, authorization: str | None, api_key_header: str |
     return principal
 
 
+def authenticate_tenant(
+    ring: KeyRing, authorization: str | None, api_key_header: str | None
+) -> Principal:
+    """A caller of /v1: a tenant's key. An admin key has no tenant, limits or
+    budget, so it must not spend on anyone's behalf."""
+    principal = authenticate(ring, authorization, api_key_header)
+    if principal.is_admin or principal.tenant_id is None:
+        raise ForebayError(
+            403,
+            "Admin keys manage Forebay (/admin/...); they cannot make model requests. "
+            "Use a tenant's key: create one with `forebay keys create --tenant <name>` "
+            "or POST /admin/keys.",
+            type="permission_error",
+            code="tenant_key_required",
+        )
+    return principal
+
+
 def require_admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise ForebayError(

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from forebay.db.schema import api_keys, limits, tenants, usage_events
 from forebay.errors import TenancyError
 from forebay.state.policy import LimitPolicy, Scope
+from forebay.tenancy.names import ID_CHARS, REF_CHARS, checked
 
 
 class PolicyStore:
@@ -23,6 +24,10 @@ class PolicyStore:
 
     def resolve(self, scope: Scope, ref: str) -> tuple[str, str]:
         """A tenant (id or name) or key id → (subject id, tenant id)."""
+        if scope == "tenant":
+            checked(ref, "a tenant id or name", REF_CHARS)
+        else:
+            checked(ref, "a key id", ID_CHARS)
         with self._engine.connect() as conn:
             if scope == "tenant":
                 row = conn.execute(
