@@ -59,10 +59,13 @@ METRICS_TOKEN = "metrics-token-" + "0123456789abcdef"
 
 
 def _operator_config(base_url: str, server: str) -> str:
-    return echo_config(base_url) + f"""
+    return (
+        echo_config(base_url)
+        + f"""
     server:
       {server}
     """
+    )
 
 
 def test_metrics_and_readiness_detail_are_for_operators_only(
