@@ -4,9 +4,10 @@ request over uvicorn's plain httptools protocol.
 Both protocols get the same keep-alive connection (an in-memory transport, so
 no socket or kernel time is counted) and the same requests: a chat-completion
 POST with a bearer key, 8 headers and a 200-byte body, answered at once by a
-minimal ASGI app. Each round measures the CPU time (process_time) of N requests through each protocol,
-alternating (and each after a garbage collection), on uvloop; the report gives µs per request of the fastest round
-(the least disturbed by other processes) and of the median round.
+minimal ASGI app. Each round measures the CPU time (process_time) of N
+requests through each protocol, alternating which goes first and each after a
+garbage collection, on uvloop. The report gives µs per request in the fastest
+round (the least disturbed by other processes) and in the median round.
 
     .venv/bin/python -m bench.edge_cost            # about 10 s
 """
