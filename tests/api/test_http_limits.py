@@ -234,6 +234,14 @@ def test_past_the_cap_idle_sockets_make_room_and_busy_ones_get_503(
     gw = make_gateway(_config(upstream.base_url, body_timeout=20))
     chat = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
     auth = {"authorization": f"Bearer {gw.tenant_key}"}
+    # Without a key a body still due holds nothing: answered 401, such a
+    # connection is idle and makes room like any other.
+    with _sockets(gw, CAP) as anonymous:
+        for sock in anonymous:
+            sock.sendall(_chat_head(gw, 100).replace(gw.tenant_key.encode(), b"sk-fb-nope"))
+            assert sock.recv(100).startswith(b"HTTP/1.1 401")
+        assert httpx.post(f"{gw.base_url}/chat/completions", json=chat, headers=auth).is_success
+        _read_until_closed(anonymous[0], 5)  # the longest-idle one was closed for it
     with _sockets(gw, CAP - 5, busy=True), _sockets(gw, 3 * CAP) as idle:
         # Idle sockets cannot crowd out real clients: the longest-idle ones
         # were closed to make room for each newcomer, and this one is served.

@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import re
+import resource
 import secrets
 import select
 import socket
@@ -234,3 +235,29 @@ def test_keys_are_shown_on_a_terminal_and_not_saved(
         proc.terminate()
         proc.wait(30)
         os.close(leader)
+
+
+def test_serve_raises_the_open_file_limit(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    config, data = setup
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, hard)
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+
+    log = tmp_path / "serve.log"
+    gw = ServeProcess("--config", str(config), "--data-dir", str(data), log=log, preexec=lower)
+    gw.start()
+    try:
+        assert gw.proc is not None
+        limits = Path(f"/proc/{gw.proc.pid}/limits").read_text()
+        (line,) = [ln for ln in limits.splitlines() if ln.startswith("Max open files")]
+        soft_now = int(line.split()[3])
+        if hard > low:
+            assert soft_now == hard and f"open-file limit raised from {low} to {hard}" in (
+                log.read_text()
+            )
+        else:
+            assert soft_now == low
+    finally:
+        assert gw.terminate() in (0, -15)

@@ -299,21 +299,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_head = True
-        self._deadline = math.inf  # the watchdog, when it fires, finds nothing due
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete and not self.pipeline:
+            # Answered before its body ended (a 401, a 413): now it waits for the
+            # next request, and the keep-alive timer was cancelled by the body.
+            self._await_next_request()
+        else:
+            self._deadline = math.inf  # the watchdog, when it fires, finds nothing due
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        idle = not self.pipeline and self._deadline == math.inf
+        answered = not self.pipeline  # nothing else of this connection's is in flight
         super().on_response_complete()
-        if idle and self._counted and not self.transport.is_closing():
-            # Waiting for the next request: uvicorn's keep-alive timer closes the
-            # connection if nothing arrives, and the next head has header_timeout_s
-            # from its first byte. This outer bound catches bytes that start no
-            # request (blank lines), which cancel the keep-alive timer.
+        if answered and self._counted and not self.transport.is_closing():
+            # Idle for eviction even if the rest of a body is still due: the
+            # server has nothing left to do for this connection.
             self._guard.idle[self] = None
-            self._set_deadline(
-                self.loop.time() + self.timeout_keep_alive + self._limits.header_timeout_s
-            )
+            if self._deadline == math.inf:
+                self._await_next_request()
+
+    def _await_next_request(self) -> None:
+        # uvicorn's keep-alive timer closes a connection on which nothing arrives,
+        # and the next head has header_timeout_s from its first byte. This outer
+        # bound also catches bytes that start no request (blank lines), which
+        # cancel the keep-alive timer.
+        self._set_deadline(
+            self.loop.time() + self.timeout_keep_alive + self._limits.header_timeout_s
+        )
 
 
 class GuardedProtocolFactory:
