@@ -80,7 +80,7 @@ class ServerConfig(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
-    # Request line plus header names and values; larger gets 431.
+    # The request head (request line and header lines); larger gets 431.
     max_header_bytes: int = Field(32 * 1024, ge=1024, le=1024 * 1024)
     max_headers: int = Field(100, ge=8, le=10_000)
     # From connection open (or a keep-alive request's first byte) to the end of its head.
