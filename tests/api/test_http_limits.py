@@ -202,7 +202,7 @@ def test_slow_answers_and_long_streams_outlive_the_read_timeouts(gw: Gateway) ->
             assert stream.status_code == 200
             assert b"[DONE]" in b"".join(stream.iter_bytes())
         start = time.monotonic()
-        while time.monotonic() - start < 2.5:
+        while time.monotonic() - start < 1.5:  # past header_timeout_s on one connection
             resp = client.post("/chat/completions", json={"model": "echo", "messages": msg})
             assert resp.status_code == 200
             time.sleep(0.2)
