@@ -443,7 +443,7 @@ def machine() -> dict[str, str]:
 
 def scrape_metrics(port: int) -> dict[str, float]:
     """Totals of a few Forebay counters: proof that metrics and the ledger were on."""
-    _, text = http_request(port, "GET", "/metrics")
+    _, text = http_request(port, "GET", "/metrics", token=ADMIN_KEY)
     wanted = {
         "forebay_requests_total": 0.0,
         "forebay_ledger_written_events_total": 0.0,

@@ -12,7 +12,8 @@ import httpx
 import openai
 import pytest
 
-from forebay.app import Services, build_services, create_app
+from forebay.api.server import bind_listeners
+from forebay.app import Services, build_services, served_app
 from forebay.config.load import load_settings
 from tests.support.ledger import read_ledger, wait_for_rows
 from tests.support.openai_server import FakeUpstream
@@ -47,6 +48,7 @@ class Gateway:
     data_dir: Path
     tenant_key: str
     admin_key: str = ADMIN_KEY
+    metrics_port: int | None = None  # server.metrics_listen, when configured
 
     @property
     def url(self) -> str:
@@ -94,8 +96,10 @@ def start_gateway(
     settings = load_settings(path, data_dir=directory)
     services = build_services(settings, env_admin_key=ADMIN_KEY)
     tenant_key = services.bootstrapped.tenant_key or ""
-    server = ServerThread(create_app(services)).start()
-    return Gateway(services, server, directory, tenant_key)
+    listeners = bind_listeners("127.0.0.1", 0, settings.server)
+    app = served_app(services, listeners.metrics_port)
+    server = ServerThread(app, server=settings.server, listeners=listeners).start()
+    return Gateway(services, server, directory, tenant_key, metrics_port=listeners.metrics_port)
 
 
 @pytest.fixture

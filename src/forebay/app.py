@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,14 @@ from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from forebay.api.admin import admin_routes
 from forebay.api.admin_limits import limit_routes
+from forebay.api.connections import GUARD_HOOK, EdgeGuard, GuardHook
 from forebay.api.errors import error_response
 from forebay.api.openai import openai_routes
-from forebay.api.ops import ops_routes
+from forebay.api.ops import operator_check, ops_routes, with_metrics_listener
 from forebay.config.settings import Settings
 from forebay.db import changes
 from forebay.db.engine import database_url, make_engine
@@ -33,6 +36,7 @@ from forebay.gateway.auth_failures import FailedAuth
 from forebay.gateway.limits import Limiter
 from forebay.gateway.load_signals import poll_load
 from forebay.gateway.pipeline import Gateway
+from forebay.gateway.probes import probe_health
 from forebay.gateway.recorder import Recorder
 from forebay.gateway.traffic import Traffic, build_traffic
 from forebay.ledger.replay import INTERRUPTED_STATUS, replay_spools
@@ -112,6 +116,16 @@ class Services:
         ]
         if polled:
             self._tasks.append(asyncio.create_task(poll_load(polled), name="load-signals"))
+        remote = [
+            state
+            for pool in self.traffic.pools.values()
+            for state in pool.states
+            if state.upstream.deployment.provider != "local"
+        ]
+        if remote and self.settings.probes.enabled:
+            self._tasks.append(
+                asyncio.create_task(probe_health(remote, self.settings.probes), name="probes")
+            )
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -169,9 +183,11 @@ class Services:
 
     async def _gauge_loop(self) -> None:
         while True:
-            for up in self.upstreams.all:
-                self.metrics.upstream_ready.labels(up.deployment.name).set(1 if up.ready() else 0)
+            now = time.monotonic()
             for alias, pool in self.traffic.pools.items():
+                for state in pool.states:
+                    ready = state.condition(now)[0] == "ready"
+                    self.metrics.upstream_ready.labels(state.name).set(1 if ready else 0)
                 self.metrics.in_flight.labels(alias).set(pool.active)
                 for state in pool.states:
                     self.metrics.deployment_limit.labels(state.name).set(state.limit)
@@ -182,12 +198,35 @@ class Services:
             await asyncio.sleep(1.0)
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        deployments = {up.deployment.name: up.ready() for up in self.upstreams.all}
+        """(ready, detail). Ready: this process can serve (keys loaded, local
+        workers up). A remote deployment that is down makes the answer
+        `degraded`, still ready: every replica shares that upstream, so taking
+        replicas out of the load balancer would only stop the other models."""
+        now = time.monotonic()
+        aliases: dict[str, object] = {}
+        degraded = []
+        for alias, pool in self.traffic.pools.items():
+            deployments = {}
+            for state in pool.states:
+                condition, why = state.condition(now)
+                deployments[state.name] = {
+                    "state": condition,
+                    "detail": why,
+                    "in_flight": state.inflight,
+                }
+            can_serve = any(d["state"] == "ready" for d in deployments.values())
+            if not can_serve:
+                degraded.append(alias)
+            aliases[alias] = {"can_serve": can_serve, "deployments": deployments}
         workers = {name: w.state for name, w in self.upstreams.workers.items()}
-        # Local workers are part of this process's job; remote upstreams being
-        # down must not take every replica out of the load balancer.
         ready = all(w.ready for w in self.upstreams.workers.values()) and len(self.keyring) > 0
-        return ready, {"deployments": deployments, "workers": workers}
+        status = "degraded" if degraded else "ready"
+        return ready, {
+            "status": status if ready else "not_ready",
+            "cannot_serve": degraded,
+            "aliases": aliases,
+            "workers": workers,
+        }
 
 
 async def _every(interval_s: float, work: Callable[[], Awaitable[None]], failed: str) -> None:
@@ -228,7 +267,7 @@ def prepare(settings: Settings, *, env_admin_key: str | None = None) -> Bootstra
         engine.dispose()
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> ASGIApp:
     """The app of one `forebay serve --workers N` worker process."""
     from forebay.config.load import load_settings
 
@@ -237,7 +276,18 @@ def app_from_env() -> Starlette:
     settings = load_settings(
         Path(config) if config else None, data_dir=Path(data_dir) if data_dir else None
     )
-    return create_app(build_services(settings, env_admin_key=env_admin_key()))
+    services = build_services(settings, env_admin_key=env_admin_key())
+    metrics_port = os.environ.get("FOREBAY_METRICS_PORT")  # the parent bound the listener
+    return served_app(services, int(metrics_port) if metrics_port else None)
+
+
+def served_app(services: Services, metrics_port: int | None) -> ASGIApp:
+    """The app as the server runs it: requests that arrive on the metrics
+    listener's port (server.metrics_listen) see /metrics alone, without a token."""
+    app = create_app(services)
+    if metrics_port is None:
+        return app
+    return with_metrics_listener(app, services.metrics, metrics_port)
 
 
 def build_services(settings: Settings, *, env_admin_key: str | None = None) -> Services:
@@ -341,11 +391,15 @@ def _counter_store(settings: Settings, metrics: Metrics) -> CounterStore:
 
 
 def create_app(services: Services) -> Starlette:
+    def bind_guard(guard: EdgeGuard) -> None:
+        services.metrics.bind_connections(lambda: guard.open, lambda: guard.refused)
+
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, GuardHook]]:
         await services.start()
         try:
-            yield
+            # uvicorn hands this state to the connection protocol (api/connections.py).
+            yield {GUARD_HOOK: bind_guard}
         finally:
             await services.stop()
 
@@ -359,9 +413,18 @@ def create_app(services: Services) -> Starlette:
             class_names=list(services.settings.classes),
         ),
         *limit_routes(services.policies, services.limiter, services.keyring, services.refresh_keys),
-        *ops_routes(services.metrics, services.readiness),
+        *ops_routes(
+            services.metrics,
+            services.readiness,
+            operator_check(
+                services.keyring, services.settings.server.metrics_token.get_secret_value()
+            ),
+        ),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    # A redirect to the slash-less path would be built from the client's Host
+    # header and answered before authentication; every unknown path is a 404.
+    app.router.redirect_slashes = False
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ForebayError)

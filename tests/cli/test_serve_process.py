@@ -5,8 +5,16 @@ and no secret or prompt text in logs or the ledger."""
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import resource
 import secrets
+import select
+import socket
+import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +25,7 @@ import pytest
 from tests.conftest import Upstream
 from tests.support.ledger import read_ledger
 from tests.support.process import ServeProcess, forebay
+from tests.support.servers import free_port
 
 KEY_RE = re.compile(r"sk-fb-[A-Za-z0-9_-]{20,}")
 
@@ -59,9 +68,14 @@ def test_keys_survive_restart_and_shutdown_flushes_the_ledger(
     log = tmp_path / "serve.log"
     first = ServeProcess("--config", str(config), "--data-dir", str(data), log=log).start()
     try:
-        printed = KEY_RE.findall(log.read_text())
-        assert len(printed) == 2, "first start must print the admin and the tenant key once"
-        admin_key, tenant_key = printed
+        # Output that is not a terminal goes to logs: the keys go to a file instead.
+        assert not KEY_RE.findall(log.read_text()), "no key in a server's log"
+        keys_file = data / "first-start-keys.txt"
+        assert str(keys_file) in log.read_text()
+        assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+        saved = KEY_RE.findall(keys_file.read_text())
+        assert len(saved) == 2, "first start saves the admin and the tenant key"
+        admin_key, tenant_key = saved
         statuses = [_chat(first.url, tenant_key, f"hello {i}").status_code for i in range(5)]
         assert statuses == [200] * 5
         assert (
@@ -79,7 +93,8 @@ def test_keys_survive_restart_and_shutdown_flushes_the_ledger(
 
     second = ServeProcess("--config", str(config), "--data-dir", str(data), log=log).start()
     try:
-        assert len(KEY_RE.findall(log.read_text())) == 2, "keys are printed on first start only"
+        assert not KEY_RE.findall(log.read_text())
+        assert KEY_RE.findall(keys_file.read_text()) == saved, "keys are made on first start only"
         assert _chat(second.url, tenant_key, "again").status_code == 200
     finally:
         assert second.terminate() in (0, -15)
@@ -165,3 +180,84 @@ def test_cli_keys_and_usage_and_no_secret_anywhere(
         "sk-upstream-secret",
     ):
         assert needle.encode() not in stored, f"{needle[:16]}... leaked"
+
+
+def test_a_busy_port_is_one_clear_line_and_exit_2(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    config, data = setup
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = forebay(
+            "serve", "--config", str(config), "--data-dir", str(data), "--port", str(port)
+        )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "serving" not in result.stdout
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert f"127.0.0.1:{port}" in line and "already in use" in line and "--port" in line
+    assert not data.exists(), "nothing started: no database, no keys"
+
+
+def test_keys_are_shown_on_a_terminal_and_not_saved(
+    setup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, data = setup
+    port = free_port()
+    leader, follower = pty.openpty()
+    args = ["serve", "--config", str(config), "--data-dir", str(data), "--port", str(port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "forebay", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    shown = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"serving" not in shown and time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if ready:
+                shown += os.read(leader, 65536)
+        keys = KEY_RE.findall(shown.decode(errors="replace"))
+        assert len(keys) == 2, shown.decode(errors="replace")
+        assert not (data / "first-start-keys.txt").exists()
+        for _ in range(200):  # the tenant key works once the server is up
+            try:
+                if _chat(f"http://127.0.0.1:{port}", keys[1], "hi").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the key shown on the terminal does not work")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        os.close(leader)
+
+
+def test_serve_raises_the_open_file_limit(setup: tuple[Path, Path], tmp_path: Path) -> None:
+    config, data = setup
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, hard)
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+
+    log = tmp_path / "serve.log"
+    gw = ServeProcess("--config", str(config), "--data-dir", str(data), log=log, preexec=lower)
+    gw.start()
+    try:
+        assert gw.proc is not None
+        limits = Path(f"/proc/{gw.proc.pid}/limits").read_text()
+        (line,) = [ln for ln in limits.splitlines() if ln.startswith("Max open files")]
+        soft_now = int(line.split()[3])
+        if hard > low:
+            assert soft_now == hard and f"open-file limit raised from {low} to {hard}" in (
+                log.read_text()
+            )
+        else:
+            assert soft_now == low
+    finally:
+        assert gw.terminate() in (0, -15)

@@ -77,8 +77,8 @@ def test_completions_and_embeddings(sdk: Callable[..., openai.OpenAI], gw) -> No
 
 
 def test_models_lists_only_what_the_key_may_use(sdk: Callable[..., openai.OpenAI], gw) -> None:  # type: ignore[no-untyped-def]
-    admin = sdk(base_url=gw.base_url, api_key=gw.admin_key)
-    assert sorted(m.id for m in admin.models.list()) == ["echo", "embed", "nousage"]
+    unscoped = sdk(base_url=gw.base_url, api_key=gw.tenant_key)
+    assert sorted(m.id for m in unscoped.models.list()) == ["echo", "embed", "nousage"]
     store = gw.services.store
     scoped = store.create_key("default", models=["embed"]).key
     gw.services.keyring.replace(store.active_principals())

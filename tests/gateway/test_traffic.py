@@ -244,7 +244,7 @@ def test_ejection_and_recovery(make_gateway: GatewayFactory, upstream: Upstream)
     time.sleep(0.6)  # eject_base_s: 0.5 for the first ejection
     _post(gw)
     assert upstream.fake.seen[-2].body["model"] == "fail-503"  # tried again after ejection
-    metrics = httpx.get(f"{gw.url}/metrics").text
+    metrics = httpx.get(f"{gw.url}/metrics", headers=_operator(gw)).text
     assert 'forebay_ejections_total{deployment="flaky"} 1.0' in metrics
 
 
@@ -351,7 +351,7 @@ def test_deadline_aware_shedding(make_gateway: GatewayFactory, upstream: Upstrea
     assert codes[200] >= 2 and codes[503] >= 3, codes
     shed = next(r for r in resps if r.status_code == 503)
     assert shed.json()["error"]["code"] == "overloaded" and int(shed.headers["retry-after"]) >= 1
-    metrics = httpx.get(f"{gw.url}/metrics").text
+    metrics = httpx.get(f"{gw.url}/metrics", headers=_operator(gw)).text
     assert 'forebay_shed_requests_total{alias="m",traffic_class="interactive"}' in metrics
 
 
@@ -393,3 +393,7 @@ def test_least_loaded_reads_the_upstreams_own_queue(
         upstream.fake.reported_load = 30
         time.sleep(1.5)
         assert Counter(_served_by(_post(gw)) for _ in range(6)) == {"busy": 6}
+
+
+def _operator(gw: Gateway) -> dict[str, str]:
+    return {"authorization": f"Bearer {gw.admin_key}"}

@@ -67,7 +67,8 @@ models:
     try:
         a.start()
         b.start()
-        keys = re.findall(r"sk-fb-[A-Za-z0-9_-]{20,}", (tmp_path / "a.log").read_text())
+        saved = (tmp_path / "data" / "first-start-keys.txt").read_text()
+        keys = re.findall(r"sk-fb-[A-Za-z0-9_-]{20,}", saved)
         assert len(keys) == 1, "replica a bootstraps the first tenant key"
         yield Pair(a, b, keys[0], shared_db_url)
     finally:

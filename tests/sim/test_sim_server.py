@@ -165,7 +165,9 @@ async def test_continuous_batching_shares_steps_and_metrics_show_load() -> None:
 
 
 async def test_bounded_kv_cache_preempts_and_still_finishes() -> None:
-    app = create_sim_app(MODEL, "h100-sxm", speedup=50.0, max_batch=16, kv_cache_tokens=1024)
+    # speedup 5 (not 50): each request lasts long enough in real time that all four
+    # overlap even when a loaded machine spaces their arrivals out.
+    app = create_sim_app(MODEL, "h100-sxm", speedup=5.0, max_batch=16, kv_cache_tokens=1024)
     with ServerThread(app) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import GatewayFactory, Upstream, echo_config
+from tests.conftest import ADMIN_KEY, GatewayFactory, Upstream, echo_config
 from tests.support.redis_server import RedisServer
 
 
 def _degraded(url: str) -> float:
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
+    auth = {"authorization": f"Bearer {ADMIN_KEY}"}
+    for line in httpx.get(f"{url}/metrics", headers=auth).text.splitlines():
         if line.startswith("forebay_limits_degraded "):
             return float(line.split()[1])
     raise AssertionError("no forebay_limits_degraded metric")

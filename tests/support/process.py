@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -29,11 +30,18 @@ def forebay(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 class ServeProcess:
     """`forebay serve` in a subprocess, its output captured to a log file."""
 
-    def __init__(self, *args: str, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        log: Path,
+        env: dict[str, str] | None = None,
+        preexec: Callable[[], None] | None = None,
+    ) -> None:
         self.port = free_port()
         self.log = log
         self._args = [sys.executable, "-m", "forebay", "serve", "--port", str(self.port), *args]
         self._env = {**os.environ, **(env or {})}
+        self._preexec = preexec  # runs in the child before exec (e.g. to set an rlimit)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -43,7 +51,11 @@ class ServeProcess:
     def start(self, timeout: float = 60) -> ServeProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                self._args, stdout=out, stderr=subprocess.STDOUT, env=self._env
+                self._args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                preexec_fn=self._preexec,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

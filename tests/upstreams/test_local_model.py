@@ -133,7 +133,9 @@ def test_killed_worker_gives_503_then_recovers(gw: Gateway) -> None:
     assert statuses[0] == 503, "the dead worker was not noticed"
     assert statuses[-1] == 200, "the worker did not come back"
     assert worker.restarts == restarts + 1
-    metrics = httpx.get(f"{gw.url}/metrics").text
+    metrics = httpx.get(
+        f"{gw.url}/metrics", headers={"authorization": f"Bearer {gw.admin_key}"}
+    ).text
     assert (
         f'forebay_local_worker_restarts{{deployment="local-smollm2"}} {restarts + 1}.0' in metrics
     )

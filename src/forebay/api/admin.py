@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Engine
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -47,7 +47,12 @@ def admin_guard(keyring: KeyRing) -> Callable[[Handler], Handler]:
 
 
 async def body_of(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        raise ForebayError(
+            499, "The client closed the connection mid-body.", code="client_disconnected"
+        ) from None
     if len(raw) > 64 * 1024:
         raise ForebayError(413, "Admin request bodies are limited to 64 KiB.")
     try:

@@ -12,7 +12,7 @@ from starlette.routing import Route
 from forebay.api.errors import error_response
 from forebay.config.settings import ModelAlias
 from forebay.errors import ForebayError, not_found
-from forebay.gateway.auth import KeyRing, authenticate
+from forebay.gateway.auth import KeyRing, authenticate_tenant
 from forebay.gateway.pipeline import Gateway
 from forebay.upstreams.base import Endpoint
 
@@ -30,7 +30,7 @@ def openai_routes(
         return await gateway.handle(request, Endpoint.EMBEDDINGS)
 
     def visible(request: Request) -> list[ModelAlias]:
-        principal = authenticate(keyring, request)
+        principal = authenticate_tenant(keyring, request)
         return [m for m in models.values() if principal.may_use(m.name)]
 
     async def list_models(request: Request) -> Response:

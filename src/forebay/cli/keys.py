@@ -13,6 +13,7 @@ from forebay.cli.common import (
     DataDirOpt,
     JsonOpt,
     err,
+    fail,
     load_or_exit,
     open_tenancy,
     out,
@@ -72,12 +73,18 @@ def keys_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List keys (never the keys themselves: id, prefix, tenant, scope, state)."""
+    from forebay.errors import TenancyError
+
     store, _ = open_tenancy(config, data_dir)
+    try:
+        keys = store.list_keys(tenant=tenant)
+    except TenancyError as exc:
+        raise fail(str(exc), 2) from None
     if as_json:
-        print_json([asdict(k) for k in store.list_keys(tenant=tenant)])
+        print_json([asdict(k) for k in keys])
         return
     table = Table("id", "prefix", "tenant", "models", "admin", "created", "state")
-    for k in store.list_keys(tenant=tenant):
+    for k in keys:
         table.add_row(
             k.id,
             k.prefix + "…",
@@ -97,8 +104,14 @@ def keys_revoke(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Revoke a key; running servers stop accepting it within key_refresh_s."""
+    from forebay.errors import TenancyError
+
     store, _ = open_tenancy(config, data_dir)
-    if not store.revoke_key(key_id):
+    try:
+        revoked = store.revoke_key(key_id)
+    except TenancyError as exc:
+        raise fail(str(exc), 2) from None
+    if not revoked:
         err.print(f"[red]error:[/red] no active key with id {key_id}")
         raise typer.Exit(1)
     out.print(f"revoked {key_id}")

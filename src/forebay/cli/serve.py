@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Annotated, Optional
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from forebay.cli.common import ConfigOpt, DataDirOpt, err, load_or_exit, out
+from forebay.cli.common import ConfigOpt, DataDirOpt, err, fail, load_or_exit, out
+
+if TYPE_CHECKING:
+    from forebay.tenancy.bootstrap import Bootstrapped
 
 
 def serve(
@@ -23,8 +28,10 @@ def serve(
 ) -> None:
     """Serve the OpenAI-compatible endpoint (the embedded local model by default)."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    from forebay.app import build_services, create_app, env_admin_key, prepare
+    from forebay.api.server import BindError, bind_listeners, raise_fd_limit, uvicorn_config
+    from forebay.app import build_services, env_admin_key, prepare, served_app
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -41,37 +48,64 @@ def serve(
         raise typer.Exit(2)
     bind_host = host or settings.host
     bind_port = settings.port if port is None else port
-    run = {
-        "host": bind_host,
-        "port": bind_port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "log_level": log_level.lower(),
-        "access_log": False,
-        "timeout_graceful_shutdown": 30,
-        # Forebay never uses the client address, so skip X-Forwarded-* rewriting.
-        "proxy_headers": False,
-        "server_header": False,
-    }
+    # Bind before anything starts (database, keys, local workers), so a busy
+    # port is one clear line, not a traceback after "serving on".
+    try:
+        listeners = bind_listeners(bind_host, bind_port, settings.server)
+    except BindError as exc:
+        raise fail(str(exc), 2) from None
+    raise_fd_limit()
     if workers == 1:
         services = build_services(settings, env_admin_key=env_admin_key())
-        announce = services.bootstrapped.announce()
+        boot = services.bootstrapped
     else:
-        announce = prepare(settings, env_admin_key=env_admin_key()).announce()
-    for line in announce:
-        out.print(line, highlight=False, soft_wrap=True)
+        boot = prepare(settings, env_admin_key=env_admin_key())
+    _show_first_keys(boot, settings.data_dir)
+    metrics_at = settings.server.metrics_address()
+    extra = ""
+    if metrics_at is not None:
+        extra = f"; /metrics on http://{metrics_at[0]}:{listeners.metrics_port}"
     out.print(
         f"forebay serving {', '.join(settings.models) or 'no models'} on "
-        f"http://{bind_host}:{bind_port}/v1  (config {settings.source}, "
+        f"http://{bind_host}:{listeners.port}/v1{extra}  (config {settings.source}, "
         f"revision {settings.revision}, data {settings.data_dir}, workers {workers})",
         highlight=False,
         soft_wrap=True,
     )
+    level = log_level.lower()
     if workers == 1:
-        uvicorn.run(create_app(services), **run)  # type: ignore[arg-type]
+        app = served_app(services, listeners.metrics_port)
+        server = uvicorn.Server(uvicorn_config(app, settings.server, log_level=level))
+        server.run(sockets=listeners.sockets)
+        if not server.started:
+            raise typer.Exit(3)
         return
     # Each worker process builds its own services from the same config and data dir.
     if config is not None:
         os.environ["FOREBAY_CONFIG"] = str(config.resolve())
     os.environ["FOREBAY_DATA_DIR"] = str(settings.data_dir.resolve())
-    uvicorn.run("forebay.app:app_from_env", factory=True, workers=workers, **run)  # type: ignore[arg-type]
+    if listeners.metrics_port is not None:
+        os.environ["FOREBAY_METRICS_PORT"] = str(listeners.metrics_port)
+    app_config = uvicorn_config(
+        "forebay.app:app_from_env", settings.server, log_level=level, workers=workers, factory=True
+    )
+    Multiprocess(app_config, sockets=listeners.sockets).run()
+
+
+def _show_first_keys(boot: Bootstrapped, data_dir: Path) -> None:
+    """First-start keys on a terminal only: output that is not a terminal ends
+    up in log files, so there the keys go to a file only this user can read."""
+    lines = boot.announce()
+    if not lines:
+        return
+    if sys.stdout.isatty():
+        for line in lines:
+            out.print(line, highlight=False, soft_wrap=True)
+        return
+    path = boot.save(data_dir)
+    out.print(
+        f"first-start keys written to {path} (readable by this user only; they are not "
+        "printed because the output is not a terminal)",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -155,6 +155,8 @@ def _freeze(
         revision=revision,
         source=source,
         auth=raw.auth,
+        server=raw.server,
+        probes=raw.probes,
     )
 
 

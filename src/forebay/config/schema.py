@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from forebay.config.defaults import (
     DEFAULT_AUDIO_TOKENS_PER_MB,
@@ -111,9 +111,52 @@ class ModelConfig(Strict):
 
 
 class ServerConfig(Strict):
+    """The HTTP listener, and the bounds that keep a client without a key from
+    exhausting it (sizes, time and connections are all capped at the socket)."""
+
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
+    # The request head (request line and header lines); larger gets 431.
+    max_header_bytes: int = Field(32 * 1024, ge=1024, le=1024 * 1024)
+    max_headers: int = Field(100, ge=8, le=10_000)
+    # From connection open (or a keep-alive request's first byte) to the end of its head.
+    header_timeout_s: float = Field(10.0, gt=0)
+    # From the end of the head to the end of the body: the whole body, not per chunk.
+    body_timeout_s: float = Field(60.0, gt=0)
+    # Idle time allowed between requests on a kept-alive connection.
+    keep_alive_timeout_s: int = Field(5, ge=1)
+    # Open client connections; at the cap the longest-idle one is closed for a
+    # newcomer, or the newcomer gets 503 when none is idle.
+    max_connections: int = Field(4096, ge=1)
+    # Bearer token that may read /metrics and /readyz details (the admin key may too).
+    metrics_token: SecretStr = SecretStr("")
+    # host:port of a second listener that serves only /metrics, without auth.
+    metrics_listen: str = ""
+
+    @model_validator(mode="after")
+    def _metrics_listen_is_host_port(self) -> ServerConfig:
+        if self.metrics_listen:
+            host, sep, port = self.metrics_listen.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError("metrics_listen must be host:port, e.g. 127.0.0.1:9464")
+        return self
+
+    def metrics_address(self) -> tuple[str, int] | None:
+        if not self.metrics_listen:
+            return None
+        host, _, port = self.metrics_listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class ProbeConfig(Strict):
+    """Background health checks of remote deployments (GET {base_url}/models with
+    the deployment's credentials), off the request path. A deployment that fails
+    them is skipped while another deployment of its alias passes."""
+
+    enabled: bool = True
+    interval_s: float = Field(5.0, gt=0)
+    timeout_s: float = Field(2.0, gt=0)
 
 
 class LocalConfig(Strict):
@@ -199,6 +242,7 @@ class RawConfig(Strict):
     # How often each replica checks the database's change counter (one single-row SELECT);
     # keys and limits are re-read only when it moved.
     key_refresh_s: float = Field(0.25, gt=0)
+    probes: ProbeConfig = ProbeConfig()
     classes: dict[str, TrafficClassConfig] = DEFAULT_CLASSES
     admission: AdmissionConfig = AdmissionConfig()
     resilience: ResilienceConfig = ResilienceConfig()

@@ -19,7 +19,9 @@ from forebay.config.schema import (
     LedgerConfig,
     LimitsConfig,
     LocalConfig,
+    ProbeConfig,
     RedisConfig,
+    ServerConfig,
 )
 from forebay.config.traffic import (
     AdmissionConfig,
@@ -95,6 +97,8 @@ class Settings:
     revision: str
     source: str
     auth: AuthConfig = field(default_factory=AuthConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
 
 
 def default_data_dir() -> Path:

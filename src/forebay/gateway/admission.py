@@ -131,15 +131,25 @@ class Pool:
 
     def available(self, now: float) -> tuple[list[DeploymentState], list[str]]:
         ok, notes = [], []
+        probe_failed = 0
         for s in self.states:
             if s.available(now):
                 ok.append(s)
+                probe_failed += s.probe_ok is False
             elif not s.upstream.ready():
                 notes.append(f"{s.name} skipped: not ready")
             elif now < s.ejected_until:
                 notes.append(f"{s.name} skipped: ejected")
             else:
                 notes.append(f"{s.name} skipped: cooling down after 429")
+        if probe_failed and probe_failed < len(ok):
+            # Skip deployments failing their health probe while another passes;
+            # when all fail, try them anyway (the probe may be wrong, and the
+            # request would fail no later).
+            notes.extend(
+                f"{s.name} skipped: failed health probe" for s in ok if s.probe_ok is False
+            )
+            ok = [s for s in ok if s.probe_ok is not False]
         return ok, notes
 
     def require_available(self, now: float) -> None:

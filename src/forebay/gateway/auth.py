@@ -89,6 +89,22 @@ def source_of(request: Request) -> str:
     return str(client[0]) if client else "unknown"
 
 
+def authenticate_tenant(ring: KeyRing, request: Request) -> Principal:
+    """A caller of /v1: a tenant's key. An admin key has no tenant, limits or
+    budget, so it must not spend on anyone's behalf."""
+    principal = authenticate(ring, request)
+    if principal.is_admin or principal.tenant_id is None:
+        raise ForebayError(
+            403,
+            "Admin keys manage Forebay (/admin/...); they cannot make model requests. "
+            "Use a tenant's key: create one with `forebay keys create --tenant <name>` "
+            "or POST /admin/keys.",
+            type="permission_error",
+            code="tenant_key_required",
+        )
+    return principal
+
+
 def require_admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise ForebayError(

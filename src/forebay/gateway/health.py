@@ -56,6 +56,10 @@ class DeploymentState:
     ejected_until: float = 0.0
     cooling_until: float = 0.0  # honouring an upstream 429's Retry-After
     reported_load: float = 0.0  # waiting + running, from the upstream's own metrics
+    # The last background health probe (gateway/probes.py): None until one ran
+    # (and always for local workers, whose supervisor knows their state).
+    probe_ok: bool | None = None
+    probe_detail: str = ""
 
     @classmethod
     def for_upstream(cls, upstream: Upstream, resilience: ResilienceConfig) -> DeploymentState:
@@ -85,6 +89,22 @@ class DeploymentState:
 
     def available(self, now: float) -> bool:
         return self.upstream.ready() and now >= self.ejected_until and now >= self.cooling_until
+
+    def condition(self, now: float) -> tuple[str, str]:
+        """(state, why) for /readyz: ready, not_ready, ejected, cooling_down or
+        probe_failed; only `ready` is a deployment that requests go to first."""
+        if not self.upstream.ready():
+            return "not_ready", "the local worker is starting or restarting"
+        if now < self.ejected_until:
+            return (
+                "ejected",
+                f"after consecutive failures, for {self.ejected_until - now:.0f} s more",
+            )
+        if now < self.cooling_until:
+            return "cooling_down", f"rate limited (429), for {self.cooling_until - now:.0f} s more"
+        if self.probe_ok is False:
+            return "probe_failed", self.probe_detail
+        return "ready", self.probe_detail
 
     def load(self) -> float:
         """In flight here, or what the upstream reports if it knows of more."""

@@ -8,13 +8,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from forebay.config.settings import ModelAlias
 from forebay.config.traffic import ResilienceConfig
 from forebay.errors import ForebayError, forbidden, not_found, too_large
-from forebay.gateway.auth import KeyRing, authenticate
+from forebay.gateway.auth import KeyRing, authenticate_tenant
 from forebay.gateway.classes import CLASS_HEADER, resolve_class
 from forebay.gateway.dispatch import Dispatcher
 from forebay.gateway.failures import error_type_for
@@ -48,7 +48,7 @@ class Gateway:
     async def handle(self, request: Request, endpoint: Endpoint) -> Response:
         # Before the exchange: a failed authentication is counted and throttled
         # (auth_failures.py), never one ledger row each.
-        principal = authenticate(self._keyring, request)
+        principal = authenticate_tenant(self._keyring, request)
         ex = Exchange(endpoint, principal=principal)
         try:
             headers = request.headers
@@ -117,9 +117,18 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ForebayError(400, "The Content-Length header is not a number.") from None
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit)
-        parts.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            parts.append(chunk)
+    except ClientDisconnect:
+        # The client went away mid-upload (or the server's body timeout cut it):
+        # its fault, not ours, and no one is left to read the answer.
+        raise ForebayError(
+            499,
+            "The client closed the connection before sending the whole body.",
+            code="client_disconnected",
+        ) from None
     return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -33,18 +33,30 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+# The Unix time of 9999-12-31T23:59:59Z: past it, a "since" is a typo, and
+# beyond ~2**63 it no longer fits an SQL integer bucket.
+LATEST_SINCE = 253_402_300_799.0
+
+
 def parse_since(text: str, now: float | None = None) -> float:
-    """'24h', '7d', '30m', or a Unix time; returns a Unix time."""
+    """'24h', '7d', '30m', or a Unix time; returns a Unix time between the
+    epoch and year 9999, so every value is one the database can compare."""
     now = time.time() if now is None else now
-    m = _DURATION.match(text.strip())
+    hint = "since takes a duration like 30m, 24h, 7d or a Unix time"
+    text = text.strip()
+    m = _DURATION.match(text)
     if m:
-        return now - float(m.group(1)) * _UNIT[m.group(2)]
+        since = now - float(m.group(1)) * _UNIT[m.group(2)]
+        if not since >= 0:
+            raise ValueError(f"{hint}; {text[:40]!r} reaches back before 1970")
+        return since
     try:
-        return float(text)
+        since = float(text)
     except ValueError:
-        raise ValueError(
-            f"--since takes a duration like 30m, 24h, 7d or a Unix time, not {text!r}"
-        ) from None
+        raise ValueError(f"{hint}, not {text[:40]!r}") from None
+    if not 0 <= since <= LATEST_SINCE:  # also refuses nan and inf
+        raise ValueError(f"{hint}; a Unix time must be between 0 and {LATEST_SINCE:.0f}")
+    return since
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from forebay.db.changes import bump
 from forebay.db.schema import api_keys, limits, tenants, usage_daily, usage_events
 from forebay.errors import TenancyError
 from forebay.state.policy import LimitPolicy, Scope
+from forebay.tenancy.names import ID_CHARS, REF_CHARS, checked
 
 
 class SpendRow(NamedTuple):
@@ -36,6 +37,10 @@ class PolicyStore:
 
     def resolve(self, scope: Scope, ref: str) -> tuple[str, str]:
         """A tenant (id or name) or key id → (subject id, tenant id)."""
+        if scope == "tenant":
+            checked(ref, "a tenant id or name", REF_CHARS)
+        else:
+            checked(ref, "a key id", ID_CHARS)
         with self._engine.connect() as conn:
             if scope == "tenant":
                 row = conn.execute(

@@ -6,11 +6,13 @@ Label children are cached per (alias, deployment, tenant), because
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 # Seconds; spans an instant cache hit to a long generation.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -233,3 +235,29 @@ class Metrics:
 
     def bind_ledger(self, depth: Callable[[], int]) -> None:
         self.ledger_queue.set_function(depth)
+
+    def bind_connections(
+        self, open_now: Callable[[], int], refused: Callable[[], Mapping[str, int]]
+    ) -> None:
+        """Client connections open, and those the HTTP edge refused or cut, by
+        reason; read from the connection guard's plain counters at scrape time."""
+        Gauge(
+            "forebay_client_connections", "Client connections open now.", registry=self.registry
+        ).set_function(lambda: float(open_now()))
+        self.registry.register(_RefusalCollector(refused))
+
+
+class _RefusalCollector(Collector):
+    def __init__(self, refused: Callable[[], Mapping[str, int]]) -> None:
+        self._refused = refused
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "forebay_connections_refused",
+            "Client connections the HTTP edge refused or closed: connection_limit (503), "
+            "idle_evicted, headers_too_large (431), header_timeout, body_timeout (408).",
+            labels=["reason"],
+        )
+        for reason, count in self._refused().items():
+            family.add_metric([reason], float(count))
+        yield family

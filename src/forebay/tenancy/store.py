@@ -16,6 +16,7 @@ from forebay.db.changes import bump
 from forebay.db.schema import api_keys, tenants
 from forebay.errors import TenancyError
 from forebay.tenancy.keys import Principal, display_prefix, hash_key, new_id, new_key
+from forebay.tenancy.names import CLASS_CHARS, ID_CHARS, NAME_CHARS, REF_CHARS, checked, checked_all
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +54,9 @@ class TenancyStore:
         self._engine = engine
 
     def create_tenant(self, name: str) -> Tenant:
-        name = name.strip()
-        if not name or len(name) > 200:
-            raise TenancyError("tenant name must be 1 to 200 characters")
+        name = checked(name.strip(), "a tenant name", NAME_CHARS)
+        if not name:
+            raise TenancyError("a tenant name must not be empty")
         tenant = Tenant(new_id("ten"), name, time.time())
         try:
             with self._engine.begin() as conn:
@@ -74,6 +75,7 @@ class TenancyStore:
 
     def find_tenant(self, ref: str) -> Tenant | None:
         """By id or by name, so people can type either."""
+        checked(ref, "a tenant id or name", REF_CHARS)
         with self._engine.connect() as conn:
             row = conn.execute(
                 select(tenants).where((tenants.c.id == ref) | (tenants.c.name == ref))
@@ -91,6 +93,11 @@ class TenancyStore:
         default_class: str | None = None,
         classes: list[str] | None = None,
     ) -> IssuedKey:
+        checked(name, "a key name", NAME_CHARS)
+        checked_all(models, "a model name", NAME_CHARS)
+        checked_all(classes, "a class name", CLASS_CHARS)
+        if default_class is not None:
+            checked(default_class, "a class name", CLASS_CHARS)
         tenant_row = None
         if tenant is not None:
             tenant_row = self.find_tenant(tenant)
@@ -137,6 +144,7 @@ class TenancyStore:
             tenants, api_keys.c.tenant_id == tenants.c.id
         )
         if tenant is not None:
+            checked(tenant, "a tenant id or name", REF_CHARS)
             query = query.where((tenants.c.id == tenant) | (tenants.c.name == tenant))
         if not include_revoked:
             query = query.where(api_keys.c.revoked_at.is_(None))
@@ -160,6 +168,7 @@ class TenancyStore:
         ]
 
     def revoke_key(self, key_id: str) -> bool:
+        checked(key_id, "a key id", ID_CHARS)
         with self._engine.begin() as conn:
             result = conn.execute(
                 update(api_keys)

@@ -72,6 +72,31 @@ class OpenAICompatUpstream:
             await self._session.close()
             self._session = None
 
+    async def probe(self, timeout_s: float) -> tuple[bool, str]:
+        """GET {base_url}/models with this deployment's credentials: (healthy, why).
+        Any answer but a server error, a refused credential or a 404 (usually a
+        base_url without /v1) counts as healthy: the server is there and talks."""
+        try:
+            async with self._client().get(
+                f"{self._base}/models", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                status = resp.status
+                await resp.read()
+        except TimeoutError:
+            return False, f"GET /models did not answer within {timeout_s:g} s"
+        except aiohttp.ClientConnectorError as exc:
+            return False, f"cannot connect ({exc.os_error.strerror or type(exc).__name__})"
+        except aiohttp.ClientError as exc:
+            return False, f"GET /models failed ({type(exc).__name__})"
+        said = f"GET /models answered HTTP {status}"
+        if status in (401, 403):
+            return False, f"{said}: the upstream refuses this deployment's api_key or headers"
+        if status == 404:
+            return False, f"{said}: does base_url lack its /v1?"
+        if status >= 500:
+            return False, said
+        return True, said
+
     async def _post(self, endpoint: Endpoint, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         url = f"{self._base}/{endpoint.value}"
         try:
