@@ -8,7 +8,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from forebay.cli.common import ConfigOpt, DataDirOpt, err, load_or_exit, out
+from forebay.cli.common import (
+    ConfigOpt,
+    DataDirOpt,
+    err,
+    fail,
+    load_or_exit,
+    out,
+    print_settings,
+)
+from forebay.config.locations import Choice, remember_serve
 
 
 def serve(
@@ -39,6 +48,14 @@ def serve(
             soft_wrap=True,
         )
         raise typer.Exit(2)
+    local = [d for m in settings.models.values() for d in m.deployments if d.provider == "local"]
+    if workers > 1 and local and (settings.local.port or settings.local.embed_port):
+        raise fail(
+            f"--workers {workers} would start a local model worker per process on the same "
+            "local.port / local.embed_port; set them to 0 (a free port each) or use --workers 1",
+            2,
+        )
+    print_settings(settings)
     bind_host = host or settings.host
     bind_port = settings.port if port is None else port
     run = {
@@ -58,6 +75,7 @@ def serve(
         announce = services.bootstrapped.announce()
     else:
         announce = prepare(settings, env_admin_key=env_admin_key()).announce()
+    remember_serve(Choice(settings.data_dir, settings.data_dir_origin), settings.source)
     for line in announce:
         out.print(line, highlight=False, soft_wrap=True)
     out.print(

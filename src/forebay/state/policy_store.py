@@ -8,13 +8,15 @@ the tenant or key has really spent this day or month.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from sqlalchemy import Engine, delete, func, insert, select, update
 
 from forebay.db.schema import api_keys, limits, tenants, usage_events
 from forebay.errors import TenancyError
-from forebay.state.policy import LimitPolicy, Scope
+from forebay.state.policy import LimitPolicy, Scope, patch_policy
 
 
 class PolicyStore:
@@ -53,6 +55,27 @@ class PolicyStore:
                         scope=scope, subject_id=subject_id, policy=doc, updated_at=now
                     )
                 )
+
+    def update(self, scope: Scope, subject_id: str, patch: Mapping[str, Any]) -> LimitPolicy:
+        """Change only the limits `patch` names (a JSON merge patch; null removes
+        one), read and written in one transaction so concurrent updates of
+        different limits both land."""
+        now = time.time()
+        where = (limits.c.scope == scope) & (limits.c.subject_id == subject_id)
+        with self._engine.begin() as conn:
+            row = conn.execute(select(limits.c.policy).where(where).with_for_update()).first()
+            current = LimitPolicy.model_validate_json(row.policy) if row else None
+            policy = patch_policy(current, patch)
+            doc = orjson.dumps(policy.model_dump(exclude_none=True)).decode()
+            if row is not None:
+                conn.execute(update(limits).where(where).values(policy=doc, updated_at=now))
+            else:
+                conn.execute(
+                    insert(limits).values(
+                        scope=scope, subject_id=subject_id, policy=doc, updated_at=now
+                    )
+                )
+        return policy
 
     def clear(self, scope: Scope, subject_id: str) -> bool:
         with self._engine.begin() as conn:
