@@ -4,7 +4,8 @@
 # The lock is for CPython 3.11 on Linux x86_64 (refresh it with `bash scripts/lock`);
 # elsewhere it falls back, with a warning, to the ranges in pyproject.toml.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# -P: the checkout itself even when scripts/ is reached through a symlink.
+ROOT="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${FOREBAY_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
 extras="$1"
