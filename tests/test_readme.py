@@ -120,18 +120,18 @@ class Session:
         return "\n".join([*self.seen, *logs])
 
     def first_start_key(self) -> str:
-        for line in self.output().splitlines():
-            if "tenant" not in line:
-                continue
-            if key := KEY.search(line):
-                return key.group(0)
-            for word in re.findall(r"/\S+", line):  # a file the server wrote the key to
-                path = Path(word.rstrip(".,:;)"))
-                if path.is_file():
-                    for written in path.read_text().splitlines():
-                        if "tenant" in written and (key := KEY.search(written)):
-                            return key.group(0)
-        raise AssertionError("no tenant key was printed (or written to a named file)")
+        """From a printed line that names the tenant, else from a file the output names."""
+        output = self.output()
+        texts = [output]
+        for word in re.findall(r"/[^\s'\"]+", output):
+            path = Path(word.rstrip(".,:;)"))
+            if path.is_file() and path.stat().st_size < 65536:
+                texts.append(path.read_text(errors="replace"))
+        for text in texts:
+            for line in text.splitlines():
+                if "tenant" in line and (key := KEY.search(line)):
+                    return key.group(0)
+        raise AssertionError("no tenant key was printed (or written to a file it named)")
 
     def run(self, lang: str, code: str) -> None:
         if lang == "python":
