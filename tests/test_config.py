@@ -107,11 +107,11 @@ def test_data_dir_and_config_resolve_in_one_order(tmp_path: Path) -> None:
         return s.source, s.config_origin, s.data_dir, s.data_dir_origin
 
     flag = tmp_path / "from-flag"
-    assert chosen(config, flag, env) == (str(config), "--config", flag, "--data-dir")
+    assert chosen(config, flag, env) == (str(config), "from --config", flag, "--data-dir")
     assert chosen(config, None, env)[2:] == (tmp_path / "from-env", "FOREBAY_DATA_DIR")
     # The file's data_dir is relative to the file, not to where the command runs.
     assert chosen(config, None, {})[2:] == (tmp_path / "from-file", f"data_dir in {config}")
-    assert chosen(None, None, env)[:2] == (str(other), "FOREBAY_CONFIG")
+    assert chosen(None, None, env)[:2] == (str(other), "from FOREBAY_CONFIG")
     home = {"XDG_DATA_HOME": str(tmp_path / "xdg")}
     source, origin, data_dir, dir_origin = chosen(None, None, home)
     assert source == "<built-in default>" and origin == "no --config or FOREBAY_CONFIG"

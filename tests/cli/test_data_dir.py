@@ -111,7 +111,7 @@ def test_the_readme_trap_fails_loudly_and_the_same_flag_or_env_works(served: Ser
     data, config = served.data, served.config
     log = served.gw.log.read_text()
     assert f"data   {data} (from --data-dir)" in log
-    assert f"config {config} (--config)" in log
+    assert f"config {config} (from --config)" in log
     assert "models served: echo (fake-echo, keyless)" in log
     # The deployment whose key variable is unset is named, and so are the dropped local models.
     assert "'keyless'" in log and "FOREBAY_TEST_UNSET_KEY is empty or not set" in log

@@ -38,9 +38,9 @@ class Choice:
 
 def choose_config(flag: Path | None, env: Mapping[str, str]) -> Choice:
     if flag is not None:
-        return Choice(flag, "--config")
+        return Choice(flag, "from --config")
     if env.get(CONFIG_ENV):
-        return Choice(Path(env[CONFIG_ENV]), CONFIG_ENV)
+        return Choice(Path(env[CONFIG_ENV]), f"from {CONFIG_ENV}")
     return Choice(None, f"no --config or {CONFIG_ENV}")
 
 
