@@ -411,6 +411,8 @@ def create_app(services: Services) -> Starlette:
             services.engine,
             services.refresh_keys,
             class_names=list(services.settings.classes),
+            model_names=list(services.settings.models),
+            default_class=services.settings.admission.default_class,
         ),
         *limit_routes(services.policies, services.limiter, services.keyring, services.refresh_keys),
         *ops_routes(

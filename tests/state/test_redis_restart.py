@@ -38,7 +38,7 @@ def _gateway(
     make_gateway: GatewayFactory, upstream: Upstream, redis: RedisServer, spend_refresh_s: float
 ) -> Gateway:
     config = (
-        f'\n    redis: {{url: "{redis.url}", timeout_s: 0.5}}'
+        f'\n    redis: {{url: "{redis.url}", timeout_s: 2.0}}'
         f"\n    limits: {{spend_refresh_s: {spend_refresh_s}}}"
         + echo_config(upstream.base_url)
         + f"""

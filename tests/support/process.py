@@ -40,7 +40,9 @@ class ServeProcess:
         self.port = free_port()
         self.log = log
         self._args = [sys.executable, "-m", "forebay", "serve", "--port", str(self.port), *args]
-        self._env = {**os.environ, **(env or {})}
+        # `serve` notes its data dir under XDG_STATE_HOME: keep tests out of the real home.
+        state = {"XDG_STATE_HOME": os.environ.get("XDG_STATE_HOME") or str(log.parent / "state")}
+        self._env = {**os.environ, **state, **(env or {})}
         self._preexec = preexec  # runs in the child before exec (e.g. to set an rlimit)
         self.proc: subprocess.Popen[bytes] | None = None
 

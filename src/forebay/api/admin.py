@@ -18,6 +18,7 @@ from forebay.api.errors import error_response
 from forebay.errors import ForebayError, TenancyError, bad_request, not_found
 from forebay.gateway.auth import KeyRing, authenticate, require_admin
 from forebay.ledger.query import parse_since, summarize
+from forebay.tenancy.scope import KeyScope, KeyScopeError, check_key_scope
 from forebay.tenancy.store import TenancyStore
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -70,29 +71,36 @@ def admin_routes(
     engine: Engine,
     refresh_keys: Callable[[], Awaitable[None]],
     class_names: Collection[str] = (),
+    *,
+    model_names: Collection[str],
+    default_class: str,
 ) -> list[Route]:
     guarded = admin_guard(keyring)
 
-    def key_classes(classes: Any, default: Any) -> tuple[list[str] | None, str | None]:
-        known = ", ".join(sorted(class_names))
-        if classes is not None:
-            if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-                raise bad_request("'classes' must be a list of class names.", param="classes")
-            unknown = sorted(set(classes) - set(class_names))
-            if unknown:
-                raise bad_request(
-                    f"Unknown classes {unknown}; this gateway has: {known}.", param="classes"
-                )
-        if default is not None:
-            if not isinstance(default, str) or default not in class_names:
-                raise bad_request(
-                    f"'default_class' must be one of: {known}.", param="default_class"
-                )
-            if classes is not None and default not in classes:
-                raise bad_request(
-                    "'default_class' must be one of the key's 'classes'.", param="default_class"
-                )
-        return classes, default
+    def key_scope(body: dict[str, Any]) -> KeyScope:
+        models, classes, default = (
+            body.get("models"),
+            body.get("classes"),
+            body.get("default_class"),
+        )
+        for field, value in (("models", models), ("classes", classes)):
+            if value is not None and (
+                not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+            ):
+                raise bad_request(f"'{field}' must be a list of names.", param=field)
+        if default is not None and not isinstance(default, str):
+            raise bad_request("'default_class' must be a class name.", param="default_class")
+        try:
+            return check_key_scope(
+                models,
+                classes,
+                default,
+                known_models=model_names,
+                known_classes=class_names,
+                gateway_default=default_class,
+            )
+        except KeyScopeError as exc:
+            raise bad_request(str(exc), param=exc.param) from None
 
     async def create_tenant(request: Request) -> Response:
         body = await body_of(request)
@@ -111,22 +119,17 @@ def admin_routes(
         tenant = body.get("tenant")
         if not isinstance(tenant, str):
             raise bad_request("'tenant' is required: a tenant id or name.", param="tenant")
-        models = body.get("models")
-        if models is not None and (
-            not isinstance(models, list) or not all(isinstance(m, str) for m in models)
-        ):
-            raise bad_request("'models' must be a list of model names.", param="models")
         name = body.get("name", "")
         if not isinstance(name, str):
             raise bad_request("'name' must be a string.", param="name")
-        classes, default_class = key_classes(body.get("classes"), body.get("default_class"))
+        scope = key_scope(body)
         issued = await asyncio.to_thread(
             store.create_key,
             tenant,
-            models=models,
+            models=scope.models,
             name=name,
-            classes=classes,
-            default_class=default_class,
+            classes=scope.classes,
+            default_class=scope.default_class,
         )
         await refresh_keys()
         return json_response({**asdict(issued.info), "key": issued.key}, 201)

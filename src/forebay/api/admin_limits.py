@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from forebay.api.admin import admin_guard, body_of, json_response
-from forebay.errors import bad_request, not_found
+from forebay.errors import ForebayError, bad_request, not_found
 from forebay.gateway.auth import KeyRing
 from forebay.gateway.counter_keys import period_bounds
 from forebay.gateway.limits import Limiter
@@ -44,19 +44,23 @@ def limit_routes(
         try:
             policy = LimitPolicy.model_validate(body)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise bad_request(f"'{where}': {first['msg']}", param=where or None) from None
+            raise _invalid(exc) from None
         subject_id, _ = await asyncio.to_thread(policies.resolve, scope, request.path_params["ref"])
         await asyncio.to_thread(policies.set, scope, subject_id, policy)
         await refresh()
-        return json_response(
-            {
-                "scope": scope,
-                "subject_id": subject_id,
-                "policy": policy.model_dump(exclude_none=True),
-            }
-        )
+        return _policy_response(scope, subject_id, policy)
+
+    async def patch(request: Request) -> Response:
+        """A JSON merge patch (RFC 7396): only the limits named change; null removes one."""
+        scope = scope_of(request)
+        body = await body_of(request)
+        subject_id, _ = await asyncio.to_thread(policies.resolve, scope, request.path_params["ref"])
+        try:
+            policy = await asyncio.to_thread(policies.update, scope, subject_id, body)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        await refresh()
+        return _policy_response(scope, subject_id, policy)
 
     async def get(request: Request) -> Response:
         scope = scope_of(request)
@@ -97,9 +101,22 @@ def limit_routes(
     return [
         Route("/admin/limits", guarded(list_all), methods=["GET"]),
         Route("/admin/limits/{scope}/{ref}", guarded(put), methods=["PUT"]),
+        Route("/admin/limits/{scope}/{ref}", guarded(patch), methods=["PATCH"]),
         Route("/admin/limits/{scope}/{ref}", guarded(get), methods=["GET"]),
         Route("/admin/limits/{scope}/{ref}", guarded(clear), methods=["DELETE"]),
     ]
+
+
+def _invalid(exc: ValidationError) -> ForebayError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return bad_request(f"'{where}': {first['msg']}", param=where or None)
+
+
+def _policy_response(scope: Scope, subject_id: str, policy: LimitPolicy) -> Response:
+    return json_response(
+        {"scope": scope, "subject_id": subject_id, "policy": policy.model_dump(exclude_none=True)}
+    )
 
 
 async def _live_usage(

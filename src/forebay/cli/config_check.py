@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from forebay.cli.common import load_or_exit, out
+from forebay.cli.common import load_or_exit, out, print_notices
+from forebay.config.notices import served_models
 
 config_app = typer.Typer(help="Check a forebay.yaml.", no_args_is_help=True)
 
@@ -23,3 +24,5 @@ def config_check(
         f"ok: {len(settings.models)} models, {deployments} deployments, "
         f"revision {settings.revision}"
     )
+    out.print(served_models(settings), highlight=False, soft_wrap=True)
+    print_notices(settings)

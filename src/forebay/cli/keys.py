@@ -14,12 +14,14 @@ from forebay.cli.common import (
     JsonOpt,
     err,
     fail,
-    load_or_exit,
+    id_column,
+    note,
     open_tenancy,
     out,
     print_json,
     when,
 )
+from forebay.errors import TenancyError
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -44,25 +46,37 @@ def keys_create(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Create a key for a tenant. The key is printed once and stored only as a hash."""
-    from forebay.errors import TenancyError
+    from forebay.tenancy.scope import check_key_scope
 
-    store, _ = open_tenancy(config, data_dir)
-    scope = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    allowed = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-    known = set(load_or_exit(config, data_dir).classes)
-    for c in [*(allowed or []), *([default_class] if default_class else [])]:
-        if c not in known:
-            err.print(f"[red]error:[/red] unknown class {c!r}; known: {', '.join(sorted(known))}")
-            raise typer.Exit(2)
+    store, opened = open_tenancy(config, data_dir)
+    settings = opened.settings
     try:
-        issued = store.create_key(
-            tenant, models=scope, name=name, classes=allowed, default_class=default_class
+        scope = check_key_scope(
+            _split(models),
+            _split(classes),
+            default_class,
+            known_models=settings.models,
+            known_classes=settings.classes,
+            gateway_default=settings.admission.default_class,
         )
     except TenancyError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise fail(f"{exc} (config {settings.source})", 2) from None
+    try:
+        issued = store.create_key(
+            tenant,
+            models=scope.models,
+            name=name,
+            classes=scope.classes,
+            default_class=scope.default_class,
+        )
+    except TenancyError as exc:
+        raise fail(str(exc)) from None
     out.print(f"id:  {issued.info.id}\nkey: {issued.key}", highlight=False)
-    err.print("This key is shown once; store it now.")
+    err.print(f"This key is shown once; store it now. (in {opened.where})", highlight=False)
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
 @keys_app.command("list")
@@ -73,28 +87,29 @@ def keys_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List keys (never the keys themselves: id, prefix, tenant, scope, state)."""
-    from forebay.errors import TenancyError
-
-    store, _ = open_tenancy(config, data_dir)
+    store, opened = open_tenancy(config, data_dir)
     try:
         keys = store.list_keys(tenant=tenant)
     except TenancyError as exc:
         raise fail(str(exc), 2) from None
     if as_json:
         print_json([asdict(k) for k in keys])
-        return
-    table = Table("id", "prefix", "tenant", "models", "admin", "created", "state")
-    for k in keys:
-        table.add_row(
-            k.id,
-            k.prefix + "…",
-            k.tenant_name or "-",
-            ",".join(k.models) if k.models else "all",
-            "yes" if k.is_admin else "",
-            when(k.created_at),
-            "revoked" if k.revoked_at else "active",
-        )
-    out.print(table)
+    elif keys:
+        table = Table(id_column(), "prefix", "tenant", "models", "admin", "created", "state")
+        for k in keys:
+            table.add_row(
+                k.id,
+                k.prefix + "…",
+                k.tenant_name or "-",
+                ",".join(k.models) if k.models is not None else "all",
+                "yes" if k.is_admin else "",
+                when(k.created_at),
+                "revoked" if k.revoked_at else "active",
+            )
+        out.print(table)
+    if not keys:
+        whose = f" of tenant {tenant!r}" if tenant else ""
+        note(f"no keys{whose} in {opened.where}")
 
 
 @keys_app.command("revoke")
@@ -104,14 +119,11 @@ def keys_revoke(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Revoke a key; running servers stop accepting it within key_refresh_s."""
-    from forebay.errors import TenancyError
-
-    store, _ = open_tenancy(config, data_dir)
+    store, opened = open_tenancy(config, data_dir)
     try:
         revoked = store.revoke_key(key_id)
     except TenancyError as exc:
         raise fail(str(exc), 2) from None
     if not revoked:
-        err.print(f"[red]error:[/red] no active key with id {key_id}")
-        raise typer.Exit(1)
+        raise fail(f"no active key with id {key_id} in {opened.where}")
     out.print(f"revoked {key_id}")

@@ -15,7 +15,18 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from forebay.cli.common import ConfigOpt, DataDirOpt, JsonOpt, fail, open_database, out, print_json
+from forebay.cli.common import (
+    ConfigOpt,
+    DataDirOpt,
+    JsonOpt,
+    fail,
+    id_column,
+    note,
+    open_store,
+    out,
+    print_json,
+)
+from forebay.state.policy import LimitPolicy
 
 if TYPE_CHECKING:
     from forebay.state.policy_store import PolicyStore
@@ -43,7 +54,7 @@ def _subject(
     from forebay.errors import TenancyError
     from forebay.state.policy_store import PolicyStore
 
-    store = PolicyStore(open_database(config, data_dir))
+    store = PolicyStore(open_store(config, data_dir).engine)
     try:
         subject_id, _ = store.resolve(scope, ref)  # type: ignore[arg-type]
     except TenancyError as exc:
@@ -51,19 +62,21 @@ def _subject(
     return store, subject_id
 
 
-def _budget(text: str | None, flag: str) -> dict[str, float] | None:
+def _budget(text: str | None, flag: str) -> dict[str, float | None] | None:
+    """The whole budget as given: a part left out is removed (HARD alone drops SOFT)."""
     if text is None:
         return None
     hard, _, soft = text.partition("/")
     try:
-        out = {"hard": float(hard)} if hard else {}
-        if soft:
-            out["soft"] = float(soft)
+        out = {"hard": float(hard) if hard else None, "soft": float(soft) if soft else None}
     except ValueError:
         raise fail(
             f"{flag} takes HARD or HARD/SOFT numbers, e.g. 100/80; got {text!r}", 2
         ) from None
     return out
+
+
+LIMIT_NAMES = tuple(LimitPolicy.model_fields)
 
 
 @limits_app.command("set")
@@ -79,30 +92,55 @@ def limits_set(
     usd_per_month: BudgetOpt = None,
     tokens_per_day: BudgetOpt = None,
     tokens_per_month: BudgetOpt = None,
+    unset: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option(help="Remove this limit, e.g. --unset rpm (repeat, or rpm,tpm)."),
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Remove every limit not given here.")
+    ] = False,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Replace the limits of a tenant or key (limits not given are removed)."""
-    from forebay.state.policy import LimitPolicy
-
+    """Change the limits of a tenant or key: only the limits given change (each is
+    set to what you give), --unset removes one, --replace removes all others."""
     scope, ref = _scope(tenant, key)
-    raw: dict[str, Any] = {"rpm": rpm, "tpm": tpm, "concurrent": concurrent}
+    patch: dict[str, Any] = {"rpm": rpm, "tpm": tpm, "concurrent": concurrent}
     for name, text in [
         ("usd_per_day", usd_per_day),
         ("usd_per_month", usd_per_month),
         ("tokens_per_day", tokens_per_day),
         ("tokens_per_month", tokens_per_month),
     ]:
-        raw[name] = _budget(text, "--" + name.replace("_", "-"))
+        patch[name] = _budget(text, "--" + name.replace("_", "-"))
+    patch = {k: v for k, v in patch.items() if v is not None}
+    removed = _unset_names(unset or [])
+    if both := sorted(removed & patch.keys()):
+        raise fail(f"--{both[0].replace('_', '-')} is both given and unset", 2)
+    if not patch and not removed and not replace:
+        raise fail("nothing to change: give a limit (e.g. --rpm 600), --unset or --replace", 2)
+    store, subject_id = _subject(config, data_dir, scope, ref)
     try:
-        policy = LimitPolicy.model_validate({k: v for k, v in raw.items() if v is not None})
+        if replace:
+            policy = LimitPolicy.model_validate(patch)
+            store.set(scope, subject_id, policy)  # type: ignore[arg-type]
+        else:
+            policy = store.update(scope, subject_id, {**patch, **dict.fromkeys(removed)})  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = "--" + str(first["loc"][0]).replace("_", "-")
+        where = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "limits"
         raise fail(f"{where}: {first['msg']}", 2) from None
-    store, subject_id = _subject(config, data_dir, scope, ref)
-    store.set(scope, subject_id, policy)  # type: ignore[arg-type]
     out.print(f"{scope} {subject_id}: {policy.model_dump(exclude_none=True)}", highlight=False)
+
+
+def _unset_names(values: list[str]) -> set[str]:
+    names = {v.strip().lstrip("-").replace("-", "_") for part in values for v in part.split(",")}
+    names.discard("")
+    unknown = sorted(names - set(LIMIT_NAMES))
+    if unknown:
+        known = ", ".join(n.replace("_", "-") for n in LIMIT_NAMES)
+        raise fail(f"--unset: unknown limit {unknown[0]!r}; the limits are: {known}", 2)
+    return names
 
 
 @limits_app.command("clear")
@@ -129,7 +167,8 @@ def limits_show(
     from forebay.gateway.limits import period_bounds
     from forebay.state.policy_store import PolicyStore
 
-    store = PolicyStore(open_database(config, data_dir))
+    opened = open_store(config, data_dir)
+    store = PolicyStore(opened.engine)
     now = time.time()
     _, day_start, _ = period_bounds("day", now)
     _, month_start, _ = period_bounds("month", now)
@@ -152,18 +191,22 @@ def limits_show(
         )
     if as_json:
         print_json(rows)
-        return
-    table = Table("scope", "id", "limits", "$ today", "tokens today", "$ month", "tokens month")
-    for r in rows:
-        policy_text = ", ".join(f"{k}={v}" for k, v in r["policy"].items())
-        s = r["spent"]
-        table.add_row(
-            str(r["scope"]),
-            str(r["subject_id"]),
-            policy_text,
-            f"{s['usd_today']:.4f}",
-            f"{s['tokens_today']:,}",
-            f"{s['usd_this_month']:.4f}",
-            f"{s['tokens_this_month']:,}",
+    elif rows:
+        table = Table(
+            "scope", id_column(), "limits", "$ today", "tokens today", "$ month", "tokens month"
         )
-    out.print(table)
+        for r in rows:
+            policy_text = ", ".join(f"{k}={v}" for k, v in r["policy"].items())
+            s = r["spent"]
+            table.add_row(
+                str(r["scope"]),
+                str(r["subject_id"]),
+                policy_text,
+                f"{s['usd_today']:.4f}",
+                f"{s['tokens_today']:,}",
+                f"{s['usd_this_month']:.4f}",
+                f"{s['tokens_this_month']:,}",
+            )
+        out.print(table)
+    if not rows:
+        note(f"no limits are set in {opened.where}; set some with `forebay limits set`")

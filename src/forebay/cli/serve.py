@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from forebay.cli.common import ConfigOpt, DataDirOpt, err, fail, load_or_exit, out
+from forebay.cli.common import (
+    ConfigOpt,
+    DataDirOpt,
+    err,
+    fail,
+    load_or_exit,
+    out,
+    print_settings,
+)
+from forebay.config.locations import Choice, remember_serve
 
 if TYPE_CHECKING:
     from forebay.tenancy.bootstrap import Bootstrapped
@@ -46,6 +55,13 @@ def serve(
             soft_wrap=True,
         )
         raise typer.Exit(2)
+    local = [d for m in settings.models.values() for d in m.deployments if d.provider == "local"]
+    if workers > 1 and local and (settings.local.port or settings.local.embed_port):
+        raise fail(
+            f"--workers {workers} would start a local model worker per process on the same "
+            "local.port / local.embed_port; set them to 0 (a free port each) or use --workers 1",
+            2,
+        )
     bind_host = host or settings.host
     bind_port = settings.port if port is None else port
     # Bind before anything starts (database, keys, local workers), so a busy
@@ -55,11 +71,13 @@ def serve(
     except BindError as exc:
         raise fail(str(exc), 2) from None
     raise_fd_limit()
+    print_settings(settings)
     if workers == 1:
         services = build_services(settings, env_admin_key=env_admin_key())
         boot = services.bootstrapped
     else:
         boot = prepare(settings, env_admin_key=env_admin_key())
+    remember_serve(Choice(settings.data_dir, settings.data_dir_origin), settings.source)
     _show_first_keys(boot, settings.data_dir)
     metrics_at = settings.server.metrics_address()
     extra = ""

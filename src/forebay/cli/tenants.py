@@ -12,7 +12,9 @@ from forebay.cli.common import (
     ConfigOpt,
     DataDirOpt,
     JsonOpt,
-    err,
+    fail,
+    id_column,
+    note,
     open_tenancy,
     out,
     print_json,
@@ -31,13 +33,13 @@ def tenants_create(
     """Create a tenant."""
     from forebay.errors import TenancyError
 
-    store, _ = open_tenancy(config, data_dir)
+    store, opened = open_tenancy(config, data_dir)
     try:
         tenant = store.create_tenant(name)
     except TenancyError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise fail(str(exc)) from None
     out.print(f"{tenant.id}  {tenant.name}")
+    note(f"in {opened.where}")
 
 
 @tenants_app.command("list")
@@ -45,11 +47,14 @@ def tenants_list(
     config: ConfigOpt = None, data_dir: DataDirOpt = None, as_json: JsonOpt = False
 ) -> None:
     """List tenants."""
-    store, _ = open_tenancy(config, data_dir)
+    store, opened = open_tenancy(config, data_dir)
+    tenants = store.list_tenants()
     if as_json:
-        print_json([asdict(t) for t in store.list_tenants()])
-        return
-    table = Table("id", "name", "created")
-    for t in store.list_tenants():
-        table.add_row(t.id, t.name, when(t.created_at))
-    out.print(table)
+        print_json([asdict(t) for t in tenants])
+    elif tenants:
+        table = Table(id_column(), "name", "created")
+        for t in tenants:
+            table.add_row(t.id, t.name, when(t.created_at))
+        out.print(table)
+    if not tenants:
+        note(f"no tenants in {opened.where}; create one with `forebay tenants create NAME`")

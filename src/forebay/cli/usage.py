@@ -13,7 +13,8 @@ from forebay.cli.common import (
     DataDirOpt,
     JsonOpt,
     err,
-    open_tenancy,
+    note,
+    open_store,
     out,
     print_json,
     when,
@@ -38,10 +39,14 @@ def usage(
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    _, engine = open_tenancy(config, data_dir)
-    rows = summarize(engine, since=start, by=by)  # type: ignore[arg-type]
+    opened = open_store(config, data_dir)
+    rows = summarize(opened.engine, since=start, by=by)  # type: ignore[arg-type]
+    if not rows:
+        note(f"no usage recorded since {when(start)} in {opened.where}")
     if as_json:
         print_json([asdict(r) for r in rows])
+        return
+    if not rows:
         return
     table = Table(
         by,

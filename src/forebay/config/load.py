@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +17,26 @@ import yaml
 from pydantic import ValidationError
 
 from forebay.config.defaults import DEFAULT_CONFIG, DEFAULT_CONTEXT_TOKENS, LOCAL_MODELS
-from forebay.config.schema import DeploymentConfig, RawConfig
-from forebay.config.settings import (
-    Deployment,
-    ModelAlias,
-    PartBounds,
-    Settings,
-    default_data_dir,
-)
+from forebay.config.locations import Choice, choose_config, choose_data_dir
+from forebay.config.notices import notices_for
+from forebay.config.schema import DeploymentConfig, LocalConfig, RawConfig
+from forebay.config.settings import Deployment, ModelAlias, PartBounds, Settings
 from forebay.errors import ConfigError
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def load_for_command(
+    config: Path | None,
+    data_dir: Path | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings as every command resolves them (see `config.locations`): the flags
+    given, else FOREBAY_CONFIG / FOREBAY_DATA_DIR, else the file, else the defaults."""
+    env = os.environ if environ is None else environ
+    chosen = choose_config(config, env)
+    return load_settings(chosen.path, data_dir=data_dir, environ=env, config_origin=chosen.origin)
 
 
 def load_settings(
@@ -34,8 +44,11 @@ def load_settings(
     *,
     data_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    config_origin: str = "",
 ) -> Settings:
-    """Read, validate and resolve a config file (or the built-in default)."""
+    """Read, validate and resolve a config file (or the built-in default).
+    `data_dir` is the `--data-dir` flag; without it FOREBAY_DATA_DIR, the file's
+    data_dir and the default follow, in that order."""
     env = os.environ if environ is None else environ
     if path is None:
         raw_obj: Any = DEFAULT_CONFIG
@@ -56,15 +69,30 @@ def load_settings(
             raw_obj = {}
         if not isinstance(raw_obj, dict):
             raise ConfigError(f"{source}: the top level must be a mapping of settings")
-        if "models" not in raw_obj:  # a file that only tunes settings keeps the local models
-            raw_obj = {**raw_obj, "models": DEFAULT_CONFIG["models"]}
+        raw_obj = _with_local_models(raw_obj)
     revision = hashlib.sha256(text.encode()).hexdigest()[:12]
     resolved = _interpolate(raw_obj, env, (), source, root)
     try:
         raw = RawConfig.model_validate(resolved)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source, root)) from None
-    return _freeze(raw, source=source, revision=revision, data_dir=data_dir, env=env)
+    chosen_dir = choose_data_dir(data_dir, env, raw.data_dir, path)
+    settings = _freeze(raw, source=source, revision=revision, data_dir=chosen_dir)
+    notices = notices_for(settings, raw_obj if path is not None else None)
+    return replace(settings, config_origin=config_origin, notices=notices)
+
+
+def _with_local_models(raw_obj: dict[str, Any]) -> dict[str, Any]:
+    """A file without `models:` serves the built-in local models; one with it serves
+    only its own, unless `include_local_models: true` adds the built-ins (an alias
+    the file defines itself takes precedence)."""
+    builtin = DEFAULT_CONFIG["models"]
+    models = raw_obj.get("models")
+    if models is None:
+        return {**raw_obj, "models": builtin}
+    if raw_obj.get("include_local_models") is True and isinstance(models, dict):
+        return {**raw_obj, "models": {**builtin, **models}}
+    return raw_obj
 
 
 def _interpolate(
@@ -92,27 +120,23 @@ def _interpolate(
     return value
 
 
-def _freeze(
-    raw: RawConfig,
-    *,
-    source: str,
-    revision: str,
-    data_dir: Path | None,
-    env: Mapping[str, str],
-) -> Settings:
-    chosen_dir = data_dir or (Path(raw.data_dir) if raw.data_dir else None)
-    if chosen_dir is None:
-        chosen_dir = Path(env["FOREBAY_DATA_DIR"]) if "FOREBAY_DATA_DIR" in env else None
-    final_dir = (chosen_dir or default_data_dir()).expanduser()
+def _freeze(raw: RawConfig, *, source: str, revision: str, data_dir: Choice) -> Settings:
+    assert data_dir.path is not None
     models: dict[str, ModelAlias] = {}
     for alias, m in raw.models.items():
         deps = []
         for d in m.deployments:
-            if d.provider == "local" and LOCAL_MODELS[d.model] != m.kind:
-                raise ConfigError(
-                    f"{source}: models.{alias} is kind {m.kind!r} but local model "
-                    f"{d.model!r} is {LOCAL_MODELS[d.model]!r}"
-                )
+            max_concurrency = d.max_concurrency
+            if d.provider == "local":
+                if LOCAL_MODELS[d.model] != m.kind:
+                    raise ConfigError(
+                        f"{source}: models.{alias} is kind {m.kind!r} but local model "
+                        f"{d.model!r} is {LOCAL_MODELS[d.model]!r}"
+                    )
+                # The worker's slots are the most it runs at once: more would
+                # queue inside it, out of reach of admission's classes and shedding.
+                slots = _local_slots(raw.local, d.model)
+                max_concurrency = min(d.max_concurrency or slots, slots)
             deps.append(
                 Deployment(
                     name=d.name,
@@ -130,18 +154,20 @@ def _freeze(
                     max_connections=d.max_connections,
                     headers=tuple(sorted(d.headers.items())),
                     weight=d.weight,
-                    max_concurrency=d.max_concurrency,
+                    max_concurrency=max_concurrency,
                     adaptive_concurrency=d.adaptive_concurrency,
                     first_byte_timeout_s=d.first_byte_timeout_s,
                     bounds=_bounds(d, raw.local.ctx),
                 )
             )
         models[alias] = ModelAlias(alias, m.kind, m.description, tuple(deps), m.routing)
+    _check_local_ports(raw, source)
     return Settings(
         host=raw.server.host,
         port=raw.server.port,
         max_body_bytes=raw.server.max_body_bytes,
-        data_dir=final_dir,
+        data_dir=data_dir.path,
+        data_dir_origin=data_dir.origin,
         database_url=raw.database.url,
         redis=raw.redis,
         limits=raw.limits,
@@ -168,6 +194,29 @@ def _bounds(d: DeploymentConfig, local_ctx: int) -> PartBounds:
         file_tokens=context if d.reserve.file_tokens is None else d.reserve.file_tokens,
         context_tokens=context,
     )
+
+
+def _local_slots(local: LocalConfig, model: str) -> int:
+    return local.parallel if LOCAL_MODELS[model] == "chat" else local.embed_parallel
+
+
+def _check_local_ports(raw: RawConfig, source: str) -> None:
+    """A fixed worker port can serve one worker: refuse two that would collide."""
+    users: dict[int, list[str]] = {}
+    for m in raw.models.values():
+        for d in m.deployments:
+            if d.provider == "local":
+                chat = LOCAL_MODELS[d.model] == "chat"
+                port = raw.local.port if chat else raw.local.embed_port
+                if port:
+                    users.setdefault(port, []).append(d.name)
+    for port, names in users.items():
+        if len(names) > 1:
+            raise ConfigError(
+                f"{source}: local deployments {', '.join(names)} would all listen on port "
+                f"{port} (local.port / local.embed_port); leave the port at 0 (a free one) "
+                "or keep one local deployment per worker kind"
+            )
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

@@ -160,11 +160,16 @@ class ProbeConfig(Strict):
 
 
 class LocalConfig(Strict):
-    """The embedded llama.cpp worker; threads default to every core."""
+    """The embedded workers; threads default to every core. Each local deployment's
+    concurrency limit is its worker's slot count (`parallel`, `embed_parallel`), so
+    requests wait in Forebay's admission queue, by class, not inside the worker."""
 
     threads: int | None = Field(None, ge=1)
-    ctx: int = Field(4096, ge=256)
-    parallel: int = Field(4, ge=1)
+    ctx: int = Field(4096, ge=256, description="llama.cpp context, shared by the slots")
+    parallel: int = Field(4, ge=1, description="llama.cpp slots: requests generated at once")
+    port: int = Field(0, ge=0, le=65535, description="llama.cpp worker port; 0: a free one")
+    embed_parallel: int = Field(2, ge=1, description="embedding requests the MiniLM worker runs")
+    embed_port: int = Field(0, ge=0, le=65535, description="MiniLM worker port; 0: a free one")
 
 
 class LedgerConfig(Strict):
@@ -247,6 +252,8 @@ class RawConfig(Strict):
     admission: AdmissionConfig = AdmissionConfig()
     resilience: ResilienceConfig = ResilienceConfig()
     models: dict[str, ModelConfig] = {}
+    # A `models:` block replaces the built-in local models; true keeps them beside it.
+    include_local_models: bool = False
 
     @model_validator(mode="after")
     def _default_class_exists(self) -> RawConfig:

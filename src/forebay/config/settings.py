@@ -3,7 +3,6 @@ with secrets resolved. Nothing reads configuration dicts at request time."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,11 +98,9 @@ class Settings:
     auth: AuthConfig = field(default_factory=AuthConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
-
-
-def default_data_dir() -> Path:
-    env = os.environ.get("FOREBAY_DATA_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "forebay"
+    # What chose the config file and the data directory (a flag, a variable,
+    # the file, the default): printed by `serve`, named when a store is missing.
+    config_origin: str = ""
+    data_dir_origin: str = ""
+    # What a person should know about this config (printed by serve and config check).
+    notices: tuple[str, ...] = ()

@@ -6,8 +6,9 @@ held in memory by every replica; the request path never reads the database.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -87,3 +88,23 @@ class PolicyBook:
         if subject_id is None:
             return None
         return self.policies.get((scope, subject_id))
+
+
+def patch_policy(current: LimitPolicy | None, patch: Mapping[str, Any]) -> LimitPolicy:
+    """`current` with a JSON merge patch (RFC 7396) applied: only the limits the
+    patch names change, null removes one, and a budget left with neither hard
+    nor soft is removed. Raises pydantic's ValidationError for a bad result."""
+    merged = _merge(current.model_dump(exclude_none=True) if current else {}, patch)
+    return LimitPolicy.model_validate({k: v for k, v in merged.items() if v != {}})
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, Mapping):
+        return patch
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(result.get(key), value)
+    return result

@@ -10,16 +10,16 @@ change counter in its own transaction, so other replicas pick it up at once
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
-from typing import NamedTuple
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from forebay.db.changes import bump
 from forebay.db.schema import api_keys, limits, tenants, usage_daily, usage_events
 from forebay.errors import TenancyError
-from forebay.state.policy import LimitPolicy, Scope
+from forebay.state.policy import LimitPolicy, Scope, patch_policy
 from forebay.tenancy.names import ID_CHARS, REF_CHARS, checked
 
 
@@ -57,21 +57,20 @@ class PolicyStore:
         return key.id, key.tenant_id
 
     def set(self, scope: Scope, subject_id: str, policy: LimitPolicy) -> None:
-        doc = orjson.dumps(policy.model_dump(exclude_none=True)).decode()
-        now = time.time()
         with self._engine.begin() as conn:
-            changed = conn.execute(
-                update(limits)
-                .where((limits.c.scope == scope) & (limits.c.subject_id == subject_id))
-                .values(policy=doc, updated_at=now)
-            ).rowcount
-            if not changed:
-                conn.execute(
-                    insert(limits).values(
-                        scope=scope, subject_id=subject_id, policy=doc, updated_at=now
-                    )
-                )
-            bump(conn)
+            _write(conn, scope, subject_id, policy)
+
+    def update(self, scope: Scope, subject_id: str, patch: Mapping[str, Any]) -> LimitPolicy:
+        """Change only the limits `patch` names (a JSON merge patch; null removes
+        one), read and written in one transaction so concurrent updates of
+        different limits both land."""
+        where = (limits.c.scope == scope) & (limits.c.subject_id == subject_id)
+        with self._engine.begin() as conn:
+            row = conn.execute(select(limits.c.policy).where(where).with_for_update()).first()
+            current = LimitPolicy.model_validate_json(row.policy) if row else None
+            policy = patch_policy(current, patch)
+            _write(conn, scope, subject_id, policy)
+        return policy
 
     def clear(self, scope: Scope, subject_id: str) -> bool:
         with self._engine.begin() as conn:
@@ -149,3 +148,15 @@ class PolicyStore:
                 ).where((column == subject_id) & (usage_events.c.ts >= since))
             ).one()
         return float(row[0]), int(row[1])
+
+
+def _write(conn: Connection, scope: Scope, subject_id: str, policy: LimitPolicy) -> None:
+    """Upsert one policy and bump the change counter, in the caller's transaction."""
+    doc = orjson.dumps(policy.model_dump(exclude_none=True)).decode()
+    now = time.time()
+    where = (limits.c.scope == scope) & (limits.c.subject_id == subject_id)
+    if not conn.execute(update(limits).where(where).values(policy=doc, updated_at=now)).rowcount:
+        conn.execute(
+            insert(limits).values(scope=scope, subject_id=subject_id, policy=doc, updated_at=now)
+        )
+    bump(conn)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from forebay.config.defaults import LOCAL_MODELS
 from forebay.config.settings import Deployment, Settings
 from forebay.upstreams.base import Upstream
 from forebay.upstreams.openai_compat import OpenAICompatUpstream
@@ -45,15 +46,30 @@ def build_upstreams(settings: Settings, *, log_dir: Path | None = None) -> Upstr
             if dep.provider == "local":
                 worker = _local_worker(dep, settings, log_dir)
                 result.workers[dep.name] = worker
-                ups.append(
-                    OpenAICompatUpstream(
-                        dep, base_url=worker.base_url, ready=_ready(worker), supervised=True
-                    )
-                )
+                ups.append(_local_upstream(dep, settings, worker))
             else:
                 ups.append(OpenAICompatUpstream(dep))
         result.by_alias[alias] = ups
     return result
+
+
+def _local_upstream(
+    dep: Deployment, settings: Settings, worker: WorkerSupervisor
+) -> OpenAICompatUpstream:
+    if LOCAL_MODELS[dep.upstream_model] == "embedding":
+        return OpenAICompatUpstream(
+            dep, base_url=worker.base_url, ready=_ready(worker), supervised=True
+        )
+    from forebay.upstreams.local.llama_upstream import LlamaWorkerUpstream
+
+    return LlamaWorkerUpstream(
+        dep,
+        ctx=settings.local.ctx,
+        parallel=settings.local.parallel,
+        base_url=worker.base_url,
+        ready=_ready(worker),
+        supervised=True,
+    )
 
 
 def _ready(worker: WorkerSupervisor) -> Callable[[], bool]:
@@ -66,8 +82,19 @@ def _local_worker(dep: Deployment, settings: Settings, log_dir: Path | None) -> 
 
     local = settings.local
     threads = local.threads or os.cpu_count() or 2
-    if dep.upstream_model == "all-minilm-l6-v2":
-        return embed_worker(name=dep.name, threads=threads, log_dir=log_dir)
+    if LOCAL_MODELS[dep.upstream_model] == "embedding":
+        return embed_worker(
+            name=dep.name,
+            threads=threads,
+            parallel=local.embed_parallel,
+            port=local.embed_port,
+            log_dir=log_dir,
+        )
     return llama_worker(
-        name=dep.name, ctx=local.ctx, parallel=local.parallel, threads=threads, log_dir=log_dir
+        name=dep.name,
+        ctx=local.ctx,
+        parallel=local.parallel,
+        threads=threads,
+        port=local.port,
+        log_dir=log_dir,
     )

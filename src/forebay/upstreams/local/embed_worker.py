@@ -74,7 +74,11 @@ def _inputs(body: Any) -> list[str] | Response:
     return texts
 
 
-def create_app(model: MiniLM, model_name: str) -> Starlette:
+def create_app(model: MiniLM, model_name: str, parallel: int = 2) -> Starlette:
+    # At most `parallel` batches at once: the gateway's concurrency limit for this
+    # deployment is the same number, so requests wait in its admission queue.
+    running = asyncio.Semaphore(parallel)
+
     async def embeddings(request: Request) -> Response:
         try:
             body = orjson.loads(await request.body())
@@ -86,7 +90,8 @@ def create_app(model: MiniLM, model_name: str) -> Starlette:
         fmt = body.get("encoding_format") or "float"
         if fmt not in ("float", "base64"):
             return _error(400, "'encoding_format' must be 'float' or 'base64'", "encoding_format")
-        vectors, tokens = await asyncio.to_thread(model.embed, texts)
+        async with running:
+            vectors, tokens = await asyncio.to_thread(model.embed, texts)
         data = [
             {
                 "object": "embedding",
@@ -125,12 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--model-name", default="all-minilm-l6-v2")
     parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
     exit_with_parent(args.parent_pid)
     started = time.monotonic()
-    app = create_app(MiniLM(args.threads), args.model_name)
+    app = create_app(MiniLM(args.threads), args.model_name, args.parallel)
     print(f"MiniLM loaded in {time.monotonic() - started:.2f}s", flush=True)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 

@@ -201,16 +201,21 @@ class WorkerSupervisor:
 
 
 def llama_worker(
-    *, name: str, ctx: int, parallel: int, threads: int, log_dir: Path | None
+    *, name: str, ctx: int, parallel: int, threads: int, port: int = 0, log_dir: Path | None
 ) -> WorkerSupervisor:
     args = ["--ctx", str(ctx), "--parallel", str(parallel), "--threads", str(threads)]
-    return WorkerSupervisor(name, "forebay.upstreams.local.llama_worker", args, log_dir=log_dir)
+    return WorkerSupervisor(
+        name, "forebay.upstreams.local.llama_worker", args, port=port, log_dir=log_dir
+    )
 
 
-def embed_worker(*, name: str, threads: int, log_dir: Path | None) -> WorkerSupervisor:
+def embed_worker(
+    *, name: str, threads: int, parallel: int, port: int = 0, log_dir: Path | None
+) -> WorkerSupervisor:
     return WorkerSupervisor(
         name,
         "forebay.upstreams.local.embed_worker",
-        ["--threads", str(threads)],
+        ["--threads", str(threads), "--parallel", str(parallel)],
+        port=port,
         log_dir=log_dir,
     )
