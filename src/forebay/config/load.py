@@ -127,6 +127,7 @@ def _freeze(
                     max_concurrency=d.max_concurrency,
                     adaptive_concurrency=d.adaptive_concurrency,
                     first_byte_timeout_s=d.first_byte_timeout_s,
+                    adaptive_floor=d.adaptive_floor,
                 )
             )
         models[alias] = ModelAlias(alias, m.kind, m.description, tuple(deps), m.routing)

@@ -52,6 +52,11 @@ class DeploymentConfig(Strict):
     first_byte_timeout_s: float | None = Field(
         None, gt=0, description="per-try limit on waiting for the first byte"
     )
+    adaptive_floor: int | None = Field(
+        None,
+        ge=1,
+        description="lowest the adaptive limit may go; default a quarter of max_concurrency",
+    )
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> DeploymentConfig:
@@ -61,6 +66,9 @@ class DeploymentConfig(Strict):
             )
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
+        floor, ceiling = self.adaptive_floor, self.max_concurrency
+        if floor and ceiling and floor > ceiling:
+            raise ValueError("adaptive_floor must not exceed max_concurrency")
         if self.provider == "local" and self.model not in LOCAL_MODELS:
             raise ValueError(f"local model must be one of {sorted(LOCAL_MODELS)}")
         return self

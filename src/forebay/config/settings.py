@@ -40,6 +40,7 @@ class Deployment:
     max_concurrency: int | None = None
     adaptive_concurrency: bool = True
     first_byte_timeout_s: float | None = None
+    adaptive_floor: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
