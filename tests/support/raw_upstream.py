@@ -21,8 +21,9 @@ Well-formed answers:
                     prompt_tokens is the message's word count
   echo-secrets-<s>  status <s> whose body repeats every credential it was sent
                     (the bearer token and each x-/api- header) in every encoding
-                    in `encodings()`; 200 puts them in the content, and streams
-                    send one encoding per event
+                    in `encodings()` (or only the one named after the behaviour:
+                    "as echo-secrets-400 url"); 200 puts them in the content,
+                    and streams send one encoding per event
   error-<s>-<shape> status <s> with an error body shaped like `shape`'s server:
                     openai, llamacpp, vllm, vllm-legacy, fastapi, text, invalid
                     (an OpenAI envelope whose type says the request is invalid)
@@ -307,7 +308,14 @@ async def _echo_secrets(
     req: RawRequest, w: asyncio.StreamWriter, status: int, stream: bool
 ) -> None:
     # Built by hand: json.dumps would re-escape the escaped forms.
-    forms = [(name, form) for s in _credentials(req) for name, form in encodings(s).items()]
+    words = _text_of(req).split()
+    only = words[2] if len(words) > 2 and words[0] == "as" else None  # "as echo-secrets-200 url"
+    forms = [
+        (name, form)
+        for s in _credentials(req)
+        for name, form in encodings(s).items()
+        if only is None or name == only
+    ]
     listing = "; ".join(f"{name}={form}" for name, form in forms)
     if status >= 400:
         body = '{"error": {"message": "bad credentials: ' + listing + '", "type": "x"}}'
