@@ -168,7 +168,8 @@ class RawUpstream:
             if self.require_key and req.headers.get("authorization") != (
                 f"Bearer {self.require_key}"
             ):
-                body = orjson.dumps({"error": {"message": "Incorrect API key provided"}})
+                sent = req.headers.get("authorization", "")
+                body = orjson.dumps({"error": {"message": f"Incorrect API key provided: {sent}"}})
                 return w.write(_response(401, body))
             data = [{"id": m, "object": "model"} for m in self.served]
             return w.write(_response(200, orjson.dumps({"object": "list", "data": data})))

@@ -22,6 +22,14 @@ from forebay.upstreams.transport import TRANSPORT_ERRORS, transport_failure
 _MAX_ERROR_BODY = 64 * 1024
 
 
+def request_headers(deployment: Deployment) -> dict[str, str]:
+    """The credentials and extra headers every request to `deployment` carries."""
+    headers = dict(deployment.headers)
+    if deployment.api_key:
+        headers["authorization"] = f"Bearer {deployment.api_key}"
+    return headers
+
+
 class OpenAICompatUpstream:
     def __init__(
         self,
@@ -41,10 +49,7 @@ class OpenAICompatUpstream:
         self._base = url.rstrip("/")
         self.base_url = self._base
         self._ready = ready or (lambda: True)
-        headers = {"content-type": "application/json", **dict(deployment.headers)}
-        if deployment.api_key:
-            headers["authorization"] = f"Bearer {deployment.api_key}"
-        self._headers = headers
+        self._headers = {"content-type": "application/json", **request_headers(deployment)}
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=deployment.connect_timeout_s, sock_read=deployment.timeout_s
