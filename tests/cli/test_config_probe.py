@@ -47,6 +47,7 @@ def test_probe_says_what_is_wrong_with_each_deployment(
     tmp_path: Path, upstream: Upstream, raw: RawUpstream
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
+    tls = upstream.base_url.replace("http://", "https://")  # TLS to a plain-HTTP server
     config = _config(
         tmp_path,
         {
@@ -56,7 +57,7 @@ def test_probe_says_what_is_wrong_with_each_deployment(
             "dep-key": f"base_url: '{raw.base_url}', model: ok, api_key: {WRONG_KEY}",
             "dep-dead": f"base_url: '{dead}', model: echo",
             "dep-dns": "base_url: 'http://no-such-host.invalid/v1', model: echo",
-            "dep-tls": f"base_url: '{upstream.server.url.replace('http', 'https')}/v1', model: echo",
+            "dep-tls": f"base_url: '{tls}', model: echo",
             "dep-local": "provider: local, model: smollm2-135m-instruct",
         },
     )
