@@ -30,14 +30,15 @@ from forebay.config.settings import Settings
 from forebay.db import changes
 from forebay.db.engine import database_url, make_engine
 from forebay.db.migrate import upgrade
-from forebay.errors import ForebayError
+from forebay.errors import ForebayError, internal_error
 from forebay.gateway.auth import KeyRing
 from forebay.gateway.auth_failures import FailedAuth
 from forebay.gateway.limits import Limiter
 from forebay.gateway.load_signals import poll_load
 from forebay.gateway.pipeline import Gateway
 from forebay.gateway.probes import probe_health
-from forebay.gateway.recorder import Recorder
+from forebay.gateway.recorder import Recorder, new_request_id
+from forebay.gateway.redact import Redactor
 from forebay.gateway.traffic import Traffic, build_traffic
 from forebay.ledger.replay import INTERRUPTED_STATUS, replay_spools
 from forebay.ledger.spool import Spool
@@ -318,6 +319,9 @@ def build_services(settings: Settings, *, env_admin_key: str | None = None) -> S
         recorder=recorder,
         max_body_bytes=settings.max_body_bytes,
         limiter=limiter,
+        redactor=Redactor.for_deployments(
+            d for m in settings.models.values() for d in m.deployments
+        ),
     )
     return Services(
         settings,
@@ -450,7 +454,14 @@ def create_app(services: Services) -> Starlette:
             )
         )
 
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # Any route: the envelope and a request id, never the traceback (that is logged).
+        request_id = new_request_id()
+        log.error("%s %s failed (request id %s)", request.method, request.url.path, request_id)
+        return error_response(internal_error(request_id))
+
     app.add_exception_handler(ForebayError, api_error)
+    app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(404, not_found)
     app.add_exception_handler(405, method_not_allowed)
     return app

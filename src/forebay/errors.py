@@ -59,6 +59,18 @@ def too_large(limit: int) -> ForebayError:
     )
 
 
+def internal_error(request_id: str) -> ForebayError:
+    """An unexpected exception: the caller learns nothing of it but the request id."""
+    return ForebayError(
+        500,
+        f"Forebay failed while handling this request (an internal error, logged under "
+        f"request id {request_id}); retry, and give an admin the request id if it persists.",
+        type="server_error",
+        code="internal_error",
+        headers={"x-request-id": request_id},
+    )
+
+
 def upstream_error(
     status: int, message: str, *, code: str, retry_after: int | None = None
 ) -> ForebayError:
@@ -66,12 +78,14 @@ def upstream_error(
     return ForebayError(status, message, type="upstream_error", code=code, headers=headers)
 
 
-FailureKind = Literal["connect", "timeout", "status", "protocol", "unavailable"]
+# "deadline": the request's own deadline ran out while it waited, which says
+# nothing about the deployment's health (unlike "timeout", its own limit).
+FailureKind = Literal["connect", "timeout", "deadline", "status", "protocol", "unavailable"]
 
 
 class UpstreamFailure(Exception):
     """The upstream could not give an answer. `status` is set for HTTP errors;
-    `body` is the upstream's error body (already free of our secrets)."""
+    `body` is the upstream's error body as it came (redact before relaying it)."""
 
     def __init__(
         self,

@@ -156,17 +156,48 @@ async def test_slots_reserved_for_the_top_class() -> None:
             pool.release(lease)
 
 
-def test_adaptive_limit_shrinks_when_latency_rises_and_recovers() -> None:
-    limit = AdaptiveLimit(limit=64, ceiling=64)
+def test_adaptive_limit_shrinks_when_latency_per_token_rises_and_recovers() -> None:
+    limit = AdaptiveLimit(limit=64, floor=16, ceiling=64)
+    now = 0.0
     for _ in range(200):
-        limit.observe(0.1)
+        limit.observe(0.1, 10, "a", now)
     assert limit.limit == 64
     for _ in range(30):
-        limit.observe(1.0)  # latency ten times the long-term average
+        limit.observe(1.0, 10, "a", now)  # ten times the long-term time per token
     shrunk = limit.limit
-    assert shrunk < 0.75 * 64
+    assert 16 <= shrunk < 0.75 * 64
     for _ in range(300):
-        limit.observe(0.1)
+        limit.observe(0.1, 10, "a", now)
     assert limit.limit > shrunk * 1.5
-    limit.penalise()
-    assert limit.limit < 64
+
+
+def test_adaptive_limit_ignores_long_requests_that_are_not_slow_per_token() -> None:
+    limit = AdaptiveLimit(limit=64, ceiling=64)
+    for _ in range(200):
+        limit.observe(0.1, 10, "a", 0.0)
+    for _ in range(30):
+        limit.observe(10.0, 1000, "b", 0.0)  # a hundred times longer, for a hundred times the work
+    assert limit.limit == 64
+
+
+def test_adaptive_limit_needs_failures_from_several_tenants() -> None:
+    limit = AdaptiveLimit(limit=8, floor=2, ceiling=8)
+    for i in range(10):
+        assert not limit.overloaded("noisy", i / 10)  # one tenant, however often
+    assert limit.limit == 8
+    assert not limit.overloaded("other", 20.0)  # the noisy tenant's failures are too old now
+    assert not limit.overloaded("noisy", 20.1)  # two failures: not yet several
+    assert limit.overloaded("third", 20.2)  # three, from three tenants, within the window
+    assert limit.limit == 4
+    for i in range(20):
+        limit.overloaded("ab"[i % 2], 21.0 + i / 10)
+    assert limit.limit == 2  # the floor, not below
+
+
+def test_adaptive_limit_needs_a_real_share_of_failures() -> None:
+    limit = AdaptiveLimit(limit=8, floor=2, ceiling=8)
+    for i in range(100):  # a busy deployment, serving many tenants well
+        limit.observe(0.1, 10, f"t{i % 7}", i / 100)
+    for tenant in ("a", "b", "c", "d"):
+        assert not limit.overloaded(tenant, 1.0)  # 4 failures in 104 tries
+    assert limit.limit == 8

@@ -158,6 +158,7 @@ def _freeze(raw: RawConfig, *, source: str, revision: str, data_dir: Choice) -> 
                     adaptive_concurrency=d.adaptive_concurrency,
                     first_byte_timeout_s=d.first_byte_timeout_s,
                     bounds=_bounds(d, raw.local.ctx),
+                    adaptive_floor=d.adaptive_floor,
                 )
             )
         models[alias] = ModelAlias(alias, m.kind, m.description, tuple(deps), m.routing)

@@ -89,6 +89,11 @@ class DeploymentConfig(Strict):
         f"(default {DEFAULT_CONTEXT_TOKENS:,}; local.ctx for the embedded model)",
     )
     reserve: ReserveConfig = ReserveConfig()
+    adaptive_floor: int | None = Field(
+        None,
+        ge=1,
+        description="lowest the adaptive limit may go; default a quarter of max_concurrency",
+    )
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> DeploymentConfig:
@@ -98,6 +103,9 @@ class DeploymentConfig(Strict):
             )
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
+        floor, ceiling = self.adaptive_floor, self.max_concurrency
+        if floor and ceiling and floor > ceiling:
+            raise ValueError("adaptive_floor must not exceed max_concurrency")
         if self.provider == "local" and self.model not in LOCAL_MODELS:
             raise ValueError(f"local model must be one of {sorted(LOCAL_MODELS)}")
         return self

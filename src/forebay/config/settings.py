@@ -64,6 +64,7 @@ class Deployment:
     adaptive_concurrency: bool = True
     first_byte_timeout_s: float | None = None
     bounds: PartBounds = PartBounds()
+    adaptive_floor: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from forebay.config.traffic import AdmissionConfig, TrafficClassConfig
 from forebay.errors import ForebayError, UpstreamFailure, upstream_error
-from forebay.gateway.failures import FAILOVER_STATUSES, overload_signal
+from forebay.gateway.failures import deployment_at_fault, overload_signal
 from forebay.gateway.health import DeploymentState
 from forebay.gateway.routing import Pick, Policy, RouteRequest
 
@@ -44,6 +44,7 @@ class Ticket:
     route: RouteRequest
     deadline: float  # monotonic
     exclude: frozenset[str] = frozenset()
+    strict_exclude: bool = False  # never fall back to an excluded deployment
     policy: Policy | None = None  # the class's policy, when it overrides the alias's
     enqueued: float = 0.0
     seq: int = field(default_factory=lambda: next(_seq))
@@ -171,7 +172,7 @@ class Pool:
         reserved = self._reserved_for(t)
         free = [s for s in avail if s.has_capacity(reserved)]
         cands = [s for s in free if s.name not in t.exclude]
-        if not cands and not strict_exclude:
+        if not cands and not (strict_exclude or t.strict_exclude):
             cands = free  # nothing else left: retry where it failed
         if not cands:
             return None
@@ -400,11 +401,23 @@ class Pool:
         self._pump()
 
     def succeeded(
-        self, lease: Lease, ttft_s: float | None, latency_s: float, tokens: float
+        self,
+        lease: Lease,
+        ttft_s: float | None,
+        latency_s: float,
+        prompt_tokens: int,
+        completion_tokens: int,
     ) -> None:
         if not lease.released:
-            lease.state.record_success(ttft_s, latency_s)
-        self.release(lease, tokens=tokens)
+            lease.state.record_success(
+                ttft_s,
+                latency_s,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                tenant=lease.tenant,
+                now=self._clock(),
+            )
+        self.release(lease, tokens=prompt_tokens + completion_tokens)
 
     def failed(self, lease: Lease, failure: UpstreamFailure, *, tokens: float = 0.0) -> None:
         if lease.released:
@@ -414,10 +427,14 @@ class Pool:
             hint = failure.retry_after or ""
             wait = float(hint) if hint.isdigit() else 1.0
             lease.state.cool_down(wait, now)
-        elif failure.kind != "status" or failure.status in FAILOVER_STATUSES:
+            lease.state.record_overload(lease.tenant, now)
+        elif deployment_at_fault(failure):
             others = [s for s in self.states if s is not lease.state and s.available(now)]
             ejected = lease.state.record_failure(
-                overload=overload_signal(failure), may_eject=bool(others), now=now
+                overload=overload_signal(failure),
+                may_eject=bool(others),
+                tenant=lease.tenant,
+                now=now,
             )
             if ejected:
                 self._on_eject(lease.state.name)

@@ -6,15 +6,23 @@ that fails before answering is replaced unseen. Between tries: fully jittered
 exponential backoff, and a retry budget (retries in flight at most
 `retry_budget_ratio` of the requests in flight, with a floor), so a dead
 upstream sees about 1.2x the inbound attempts rather than `max_attempts`x.
+Which failures are retried, and where, is failures.py's rule.
 Classes with `hedge` send a second try to another deployment once the first
 has taken longer than its deployment's p95 time to first byte; the first to
 answer wins, the other is cancelled, and both are charged.
+
+Everything a request takes is given back on every path, whatever is raised
+(an upstream failure, a bug, a cancellation): `send` keeps every slot it took
+and a `finally` releases those the response did not take over; a hedge's
+`finally` stops every try that did not win; a stream's slot, connection and
+record belong to its `_Relay`, closed by the response however it ends (the last
+byte, an error, the client leaving, or the body never being read at all).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import random
 import time
 from collections.abc import AsyncIterator
@@ -23,16 +31,20 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from forebay.config.traffic import ResilienceConfig
 from forebay.errors import UpstreamFailure
 from forebay.gateway.admission import Lease, Pool, Ticket
-from forebay.gateway.failures import as_api_error, short, worth_failover
+from forebay.gateway.failures import Retry, as_api_error, retry_rule, short
 from forebay.gateway.metering import estimate_prompt_tokens, usage_counts
 from forebay.gateway.recorder import Exchange, Recorder
+from forebay.gateway.redact import Redactor
 from forebay.gateway.sse import SseRelay, error_event
 from forebay.gateway.validate import ParsedRequest
 from forebay.upstreams.base import UpstreamReply, UpstreamStream
+
+log = logging.getLogger("forebay")
 
 
 @dataclass
@@ -46,7 +58,8 @@ class Opened:
     body: dict[str, Any] | None = None
     handle: UpstreamStream | None = None
     chunks: AsyncIterator[bytes] | None = None
-    first: bytes = b""
+    sse: SseRelay | None = None
+    first: bytes = b""  # the first whole events, ready for the client
 
     def discard(self) -> None:
         if self.handle is not None:
@@ -60,57 +73,96 @@ def backoff_s(attempt: int, r: ResilienceConfig) -> float:
 
 
 class Dispatcher:
-    def __init__(self, recorder: Recorder, resilience: ResilienceConfig) -> None:
+    def __init__(
+        self, recorder: Recorder, resilience: ResilienceConfig, redactor: Redactor
+    ) -> None:
         self._recorder = recorder
         self._r = resilience
+        self._redactor = redactor
 
     async def send(
         self, ex: Exchange, req: ParsedRequest, pool: Pool, ticket: Ticket, *, hedge: bool
     ) -> Response:
         pool.requests_in_flight += 1
+        leases: list[Lease] = []  # every slot this request took (a hedge adds its own)
+        kept: Lease | None = None  # the one the response took over
+        holds_retry = False  # a retry-budget count, held until the retry's try ends
         notes: list[str] = []
         attempt = 0
         try:
             while True:
-                is_retry = attempt > 0
+                lease = await pool.acquire(ticket, retry=attempt > 0)
+                leases.append(lease)
+                ex.deployment = lease.state.upstream.deployment
+                ex.route_reason = lease.reason(notes)
+                self._recorder.routed(ex)  # spooled: a crash from here on names the deployment
+                failed: UpstreamFailure | None = None
                 try:
-                    lease = await pool.acquire(ticket, retry=is_retry)
-                    ex.deployment = lease.state.upstream.deployment
-                    ex.route_reason = lease.reason(notes)
-                    self._recorder.routed(ex)
-                    try:
-                        opened = await self._open(ex, req, pool, ticket, lease, hedge=hedge)
-                    except UpstreamFailure as failure:
-                        pool.failed(lease, failure)
-                        notes.append(f"{lease.state.name} failed: {short(failure)}")
-                        attempt += 1
-                        retry = self._may_retry(failure, attempt, pool, ticket, notes)
-                        ex.route_reason = lease.reason(notes)
-                        if not retry:
-                            dep = lease.state.upstream.deployment
-                            raise as_api_error(failure, dep.name, dep.api_key) from None
-                        ticket = replace(ticket, exclude=ticket.exclude | {lease.state.name})
-                        await asyncio.sleep(backoff_s(attempt, self._r))
-                        continue
+                    opened = await self._open(ex, req, pool, ticket, lease, leases, hedge=hedge)
+                except UpstreamFailure as failure:
+                    failed = failure
                 finally:
-                    if is_retry:  # this retry's try is over, whatever its outcome
+                    if holds_retry:  # this retry's try is over, whatever its outcome
                         pool.retries_in_flight -= 1
+                        holds_retry = False
+                if failed is not None:
+                    pool.failed(lease, failed)
+                    notes.append(f"{lease.state.name} failed: {short(failed)}")
+                    attempt += 1
+                    rule = retry_rule(failed)
+                    holds_retry = self._may_retry(rule, attempt, pool, ticket, lease, notes)
+                    ex.route_reason = lease.reason(notes)
+                    if not holds_retry:
+                        dep = lease.state.upstream.deployment
+                        raise as_api_error(failed, dep, req.endpoint, self._redactor)
+                    ticket = replace(
+                        ticket,
+                        exclude=ticket.exclude | {lease.state.name},
+                        strict_exclude=ticket.strict_exclude or rule is Retry.ELSEWHERE,
+                    )
+                    await asyncio.sleep(backoff_s(attempt, self._r))
+                    continue
                 ex.deployment = opened.lease.state.upstream.deployment
                 ex.route_reason = opened.lease.reason(notes + ex.route_notes)
-                return self._respond(ex, req, pool, opened)
+                try:
+                    response = self._respond(ex, req, pool, opened)
+                except BaseException:
+                    opened.discard()
+                    raise
+                kept = opened.lease
+                return response
         finally:
             pool.requests_in_flight -= 1
+            if holds_retry:
+                pool.retries_in_flight -= 1
+            for lease in leases:
+                if lease is not kept:
+                    pool.release(lease)  # a no-op for those already given back
 
     def _may_retry(
-        self, failure: UpstreamFailure, attempt: int, pool: Pool, ticket: Ticket, notes: list[str]
+        self,
+        rule: Retry,
+        attempt: int,
+        pool: Pool,
+        ticket: Ticket,
+        failed: Lease,
+        notes: list[str],
     ) -> bool:
-        if not worth_failover(failure) or attempt >= self._r.max_attempts:
+        """Whether to try again; True takes a retry-budget count (the caller gives it back)."""
+        if rule is Retry.NO or attempt >= self._r.max_attempts:
             return False
-        if time.monotonic() >= ticket.deadline:
+        now = time.monotonic()
+        if now >= ticket.deadline:
             notes.append("deadline reached")
             return False
-        if not pool.available(time.monotonic())[0]:
+        available = pool.available(now)[0]
+        if not available:
             return False  # e.g. the only deployment asked us to back off (429)
+        if rule is Retry.ELSEWHERE:
+            tried = ticket.exclude | {failed.state.name}
+            if all(s.name in tried for s in available):
+                notes.append("no other deployment to try")
+                return False
         # Requests in flight: those in the dispatcher, or holding a slot (streams
         # hold theirs until the last byte), whichever is more.
         active = max(pool.requests_in_flight, pool.active)
@@ -118,7 +170,7 @@ class Dispatcher:
         if pool.retries_in_flight >= allowed:
             notes.append("retry budget exhausted")
             return False
-        pool.retries_in_flight += 1  # held until the retry's own try ends
+        pool.retries_in_flight += 1
         return True
 
     async def _open(
@@ -128,34 +180,49 @@ class Dispatcher:
         pool: Pool,
         ticket: Ticket,
         lease: Lease,
+        leases: list[Lease],
         *,
         hedge: bool,
     ) -> Opened:
         if not hedge:
             return await self._try(req, lease, ticket)
+        return await self._hedged(ex, req, pool, ticket, lease, leases)
+
+    async def _hedged(
+        self,
+        ex: Exchange,
+        req: ParsedRequest,
+        pool: Pool,
+        ticket: Ticket,
+        lease: Lease,
+        leases: list[Lease],
+    ) -> Opened:
         primary = asyncio.create_task(self._try(req, lease, ticket))
-        delay = lease.state.ttft_p95_s() or ticket.cls.ttft_slo_ms / 1000
-        done, _ = await asyncio.wait({primary}, timeout=delay)
-        if done:
-            return primary.result()
-        second = pool.try_acquire(
-            replace(ticket, exclude=ticket.exclude | {lease.state.name}), strict_exclude=True
-        )
-        if second is None:
-            return await primary
-        secondary = asyncio.create_task(self._try(req, second, ticket))
-        leases = {primary: lease, secondary: second}
-        pending: set[asyncio.Task[Opened]] = {primary, secondary}
-        primary_failure: UpstreamFailure | None = None
+        tries: dict[asyncio.Task[Opened], Lease] = {primary: lease}
+        winner: Opened | None = None
         try:
+            delay = lease.state.ttft_p95_s() or ticket.cls.ttft_slo_ms / 1000
+            done, _ = await asyncio.wait({primary}, timeout=delay)
+            if done:
+                winner = primary.result()
+                return winner
+            second = pool.try_acquire(
+                replace(ticket, exclude=ticket.exclude | {lease.state.name}), strict_exclude=True
+            )
+            if second is None:
+                winner = await primary
+                return winner
+            leases.append(second)
+            secondary = asyncio.create_task(self._try(req, second, ticket))
+            tries[secondary] = second
+            pending: set[asyncio.Task[Opened]] = {primary, secondary}
+            primary_failure: UpstreamFailure | None = None
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
+                for task in sorted(done, key=lambda t: t is not primary):
                     exc = task.exception()
                     if exc is None:
                         winner = task.result()
-                        await self._cancel_losers(ex, req, pool, pending, leases)
-                        pending = set()
                         loser = second if winner.lease is lease else lease
                         ex.route_notes.append(
                             f"hedged after {delay * 1000:.0f} ms: {loser.state.name} lost"
@@ -169,44 +236,54 @@ class Dispatcher:
                         primary_failure = exc
                     else:
                         pool.failed(second, exc)
-        except BaseException:
-            await self._cancel_losers(ex, req, pool, pending, leases)
-            raise
-        assert primary_failure is not None
-        raise primary_failure
+            assert primary_failure is not None
+            raise primary_failure
+        finally:
+            self._stop_losers(ex, req, pool, tries, winner)
 
-    async def _cancel_losers(
+    def _stop_losers(
         self,
         ex: Exchange,
         req: ParsedRequest,
         pool: Pool,
-        pending: set[asyncio.Task[Opened]],
-        leases: dict[asyncio.Task[Opened], Lease],
+        tries: dict[asyncio.Task[Opened], Lease],
+        winner: Opened | None,
     ) -> None:
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError, UpstreamFailure):
-                (await task).discard()  # it got its first byte just as it lost
-            loser = leases[task]
-            pool.release(loser)
-            # The loser's prompt was (at least partly) processed: the tenant pays for it.
-            dep = loser.state.upstream.deployment
-            ex.extra_cost_usd += estimate_prompt_tokens(req.payload) * dep.usd_per_input_token
+        """Cancel every try but the winner, close what it opened, give its slot back.
+        Synchronous, so that nothing (not even a second cancellation) interrupts it."""
+        for task, lease in tries.items():
+            if winner is not None and winner.lease is lease:
+                continue
+            if task.done():
+                _discard_result(task)
+            else:
+                task.cancel()
+                task.add_done_callback(_discard_result)
+            if winner is not None and not lease.released:
+                # The loser's prompt was (at least partly) processed: the tenant pays for it.
+                dep = lease.state.upstream.deployment
+                ex.extra_cost_usd += estimate_prompt_tokens(req.payload) * dep.usd_per_input_token
+            pool.release(lease)
 
     async def _try(self, req: ParsedRequest, lease: Lease, ticket: Ticket) -> Opened:
         dep = lease.state.upstream.deployment
         payload = _upstream_payload(req, dep.upstream_model)
         limit = max(0.001, ticket.deadline - time.monotonic())
-        if dep.first_byte_timeout_s is not None:
-            limit = min(limit, dep.first_byte_timeout_s)
+        own_limit = dep.first_byte_timeout_s is not None and dep.first_byte_timeout_s < limit
+        if own_limit:
+            assert dep.first_byte_timeout_s is not None
+            limit = dep.first_byte_timeout_s
         started = time.perf_counter()
         try:
             async with asyncio.timeout(limit):  # cheaper than wait_for: no extra task
                 return await self._first_byte(req, lease, payload, started)
         except TimeoutError:
+            if own_limit:
+                raise UpstreamFailure(
+                    "timeout", f"no first byte within its {limit * 1000:.0f} ms limit"
+                ) from None
             raise UpstreamFailure(
-                "timeout", f"no first byte within {limit * 1000:.0f} ms"
+                "deadline", f"no first byte within the request's deadline ({limit * 1000:.0f} ms)"
             ) from None
 
     async def _first_byte(
@@ -224,30 +301,32 @@ class Dispatcher:
             return Opened(lease, started, time.perf_counter() - started, reply=reply, body=body)
         handle = await upstream.open_stream(req.endpoint, payload)
         chunks = handle.chunks()
+        sse = SseRelay(client_wants_usage=req.include_usage, redactor=self._redactor)
         try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            handle.release()
-            raise UpstreamFailure(
-                "protocol", "the upstream closed the stream without a byte"
-            ) from None
+            # Until a whole event has come, nothing is committed: a stream that
+            # breaks before one can still be tried elsewhere.
+            first = b""
+            async for chunk in chunks:
+                first = sse.feed(chunk)
+                if first:
+                    break
+            else:
+                first = sse.tail()
+                if not first:
+                    raise UpstreamFailure(
+                        "protocol", "the upstream ended the stream before a whole event"
+                    )
         except BaseException:
             handle.release()
             raise
-        return Opened(
-            lease, started, time.perf_counter() - started, handle=handle, chunks=chunks, first=first
-        )
+        ttft = time.perf_counter() - started
+        return Opened(lease, started, ttft, handle=handle, chunks=chunks, sse=sse, first=first)
 
     def _respond(self, ex: Exchange, req: ParsedRequest, pool: Pool, opened: Opened) -> Response:
         if opened.reply is not None and opened.body is not None:
             return self._complete(ex, req, pool, opened, opened.reply, opened.body)
-        assert opened.handle is not None and opened.chunks is not None
-        relay = SseRelay(client_wants_usage=req.include_usage)
-        return StreamingResponse(
-            self._relay(ex, req, pool, opened, relay),
-            headers={**_route_headers(ex), "cache-control": "no-cache"},
-            media_type="text/event-stream",
-        )
+        relay = _Relay(self._recorder, ex, req, pool, opened)
+        return _RelayResponse(relay, {**_route_headers(ex), "cache-control": "no-cache"})
 
     def _complete(
         self,
@@ -267,77 +346,146 @@ class Dispatcher:
             ex.prompt_tokens, ex.completion_tokens = counts
         ex.status = reply.status
         latency = time.perf_counter() - opened.started
-        pool.succeeded(opened.lease, None, latency, ex.prompt_tokens + ex.completion_tokens)
-        return Response(reply.body, reply.status, _route_headers(ex), media_type="application/json")
+        pool.succeeded(opened.lease, None, latency, ex.prompt_tokens, ex.completion_tokens)
+        body = self._redactor.redact(reply.body)
+        return Response(body, reply.status, _route_headers(ex), media_type="application/json")
 
-    def _record_before_last_bytes(self, ex: Exchange, req: ParsedRequest, relay: SseRelay) -> None:
-        """The client is about to get `[DONE]`: record the stream now, so that a
-        process killed once the client has it still has its row (spooled). The
-        `finally` of `_relay` still records a stream that ends any other way."""
+
+class _Relay:
+    """A stream that has started: it owns the try's slot, the upstream
+    connection and the request's record until `close`, which runs once."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        ex: Exchange,
+        req: ParsedRequest,
+        pool: Pool,
+        opened: Opened,
+    ) -> None:
+        self._recorder = recorder
+        self._ex = ex
+        self._req = req
+        self._pool = pool
+        self._opened = opened
+        assert opened.sse is not None
+        self._sse = opened.sse
+        self._failure: UpstreamFailure | None = None
+        self._finished = False
+        self._closed = False
+
+    async def body(self) -> AsyncIterator[bytes]:
+        ex, sse, opened = self._ex, self._sse, self._opened
+        assert opened.chunks is not None
+        try:
+            try:
+                ex.mark_first_token()
+                if sse.saw_done:
+                    self._record_before_last_bytes()
+                yield opened.first
+                async for chunk in opened.chunks:
+                    out = sse.feed(chunk)
+                    if out:
+                        ex.mark_first_token()
+                        if sse.saw_done:
+                            self._record_before_last_bytes()
+                        yield out
+                out = sse.tail()
+                if out:
+                    if sse.saw_done:
+                        self._record_before_last_bytes()
+                    yield out
+                if sse.torn:
+                    raise UpstreamFailure("protocol", "the stream ended in the middle of an event")
+                if sse.upstream_error is not None:
+                    ex.fail(502, "upstream_stream_error")
+                self._finished = True
+            except UpstreamFailure as exc:
+                self._failure = exc
+                timed_out = exc.kind in ("timeout", "deadline")
+                ex.fail(504 if timed_out else 502, f"stream_{exc.kind}")
+                self._record_before_last_bytes()
+                yield error_event(
+                    f"The upstream stream from deployment '{opened.lease.state.name}' failed "
+                    f"after it started ({exc.detail}); the answer above is incomplete.",
+                    "upstream_stream_failed",
+                )
+            except Exception:
+                log.exception("request %s: relaying the stream failed", ex.request_id)
+                ex.fail(500, "internal_error")
+                self._record_before_last_bytes()
+                yield error_event(
+                    f"Forebay failed while relaying this stream (an internal error, logged "
+                    f"under request id {ex.request_id}); the answer above is incomplete.",
+                    "internal_error",
+                )
+        finally:
+            self.close()
+
+    def _record_before_last_bytes(self) -> None:
+        """The client is about to get the stream's last event (`[DONE]` or an error
+        event): record the stream now, so that a process killed once the client has
+        it still has its row (spooled). `close` records a stream that ends otherwise."""
+        ex = self._ex
         if ex.recorded:
             return
-        if relay.upstream_error is not None:
+        if self._sse.upstream_error is not None and ex.error_type is None:
             ex.fail(502, "upstream_stream_error")
-        _count_stream(ex, req, relay)
+        self._count()
         self._recorder.finish(ex)
 
-    async def _relay(
-        self, ex: Exchange, req: ParsedRequest, pool: Pool, opened: Opened, relay: SseRelay
-    ) -> AsyncIterator[bytes]:
-        assert opened.handle is not None and opened.chunks is not None
-        failure: UpstreamFailure | None = None
-        try:
-            out = relay.feed(opened.first)
-            if out:
-                ex.mark_first_token()
-                if relay.saw_done:
-                    self._record_before_last_bytes(ex, req, relay)
-                yield out
-            async for chunk in opened.chunks:
-                out = relay.feed(chunk)
-                if out:
-                    ex.mark_first_token()
-                    if relay.saw_done:
-                        self._record_before_last_bytes(ex, req, relay)
-                    yield out
-            out = relay.tail()
-            if out:
-                if relay.saw_done:
-                    self._record_before_last_bytes(ex, req, relay)
-                yield out
-            if relay.upstream_error is not None:
-                ex.fail(502, "upstream_stream_error")
-        except UpstreamFailure as exc:
-            failure = exc
-            ex.fail(502 if exc.kind != "timeout" else 504, f"stream_{exc.kind}")
-            self._record_before_last_bytes(ex, req, relay)
-            yield error_event(
-                f"The upstream stream from deployment '{opened.lease.state.name}' failed after "
-                f"it started ({exc.detail}); the answer above is incomplete.",
-                "upstream_stream_failed",
+    def _count(self) -> None:
+        ex = self._ex
+        if self._sse.usage is not None:
+            ex.prompt_tokens, ex.completion_tokens = self._sse.usage
+        else:
+            ex.prompt_tokens = estimate_prompt_tokens(self._req.payload)
+            ex.completion_tokens = self._sse.content_events
+            ex.estimated = True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        ex, opened = self._ex, self._opened
+        assert opened.handle is not None
+        opened.handle.release()
+        if not self._finished and ex.error_type is None:
+            ex.fail(499, "client_disconnected")  # it left, or never read the body at all
+        self._count()
+        tokens = ex.prompt_tokens + ex.completion_tokens
+        if self._failure is not None:
+            self._pool.failed(opened.lease, self._failure, tokens=tokens)
+        elif self._finished:
+            latency = time.perf_counter() - opened.started
+            self._pool.succeeded(
+                opened.lease, opened.ttft_s, latency, ex.prompt_tokens, ex.completion_tokens
             )
-        except (asyncio.CancelledError, GeneratorExit):
-            ex.fail(499, "client_disconnected")
-            raise
+        else:  # cut short by the client: says nothing about the deployment
+            self._pool.release(opened.lease, tokens=tokens)
+        self._recorder.finish(ex)
+
+
+class _RelayResponse(StreamingResponse):
+    """A streamed answer that closes its relay however the response ends."""
+
+    def __init__(self, relay: _Relay, headers: dict[str, str]) -> None:
+        super().__init__(relay.body(), headers=headers, media_type="text/event-stream")
+        self._relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
         finally:
-            opened.handle.release()
-            _count_stream(ex, req, relay)
-            tokens = ex.prompt_tokens + ex.completion_tokens
-            if failure is not None:
-                pool.failed(opened.lease, failure, tokens=tokens)
-            else:
-                latency = time.perf_counter() - opened.started
-                pool.succeeded(opened.lease, opened.ttft_s, latency, tokens)
-            self._recorder.finish(ex)
+            self._relay.close()
 
 
-def _count_stream(ex: Exchange, req: ParsedRequest, relay: SseRelay) -> None:
-    if relay.usage is not None:
-        ex.prompt_tokens, ex.completion_tokens = relay.usage
-    else:
-        ex.prompt_tokens = estimate_prompt_tokens(req.payload)
-        ex.completion_tokens = relay.content_events
-        ex.estimated = True
+def _discard_result(task: asyncio.Task[Opened]) -> None:
+    """Close what a stopped try opened; retrieve its exception so none is logged."""
+    if task.cancelled():
+        return
+    if task.exception() is None:
+        task.result().discard()
 
 
 def _estimate_completion(obj: dict[str, Any]) -> int:

@@ -5,6 +5,7 @@ recorded exactly once."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 
@@ -13,16 +14,19 @@ from starlette.responses import Response, StreamingResponse
 
 from forebay.config.settings import ModelAlias
 from forebay.config.traffic import ResilienceConfig
-from forebay.errors import ForebayError, forbidden, not_found, too_large
+from forebay.errors import ForebayError, forbidden, internal_error, not_found, too_large
 from forebay.gateway.auth import KeyRing, authenticate_tenant
 from forebay.gateway.classes import CLASS_HEADER, resolve_class
 from forebay.gateway.dispatch import Dispatcher
 from forebay.gateway.failures import error_type_for
 from forebay.gateway.limits import Limiter
 from forebay.gateway.recorder import Exchange, Recorder
+from forebay.gateway.redact import Redactor
 from forebay.gateway.traffic import Traffic
 from forebay.gateway.validate import kind_mismatch, parse_json, parse_request
 from forebay.upstreams.base import Endpoint
+
+log = logging.getLogger("forebay")
 
 
 class Gateway:
@@ -36,13 +40,14 @@ class Gateway:
         resilience: ResilienceConfig,
         max_body_bytes: int,
         limiter: Limiter | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._limiter = limiter
         self._models = models
         self._keyring = keyring
         self._traffic = traffic
         self._recorder = recorder
-        self._dispatcher = Dispatcher(recorder, resilience)
+        self._dispatcher = Dispatcher(recorder, resilience, redactor or Redactor(()))
         self._limit = max_body_bytes
 
     async def handle(self, request: Request, endpoint: Endpoint) -> Response:
@@ -97,6 +102,13 @@ class Gateway:
             self._recorder.finish(ex)
             err.headers["x-request-id"] = ex.request_id
             raise
+        except Exception as exc:
+            # A bug, or something no stage expected: the caller gets the envelope
+            # and the request id; the traceback goes to the log only.
+            log.error("request %s failed inside Forebay", ex.request_id, exc_info=exc)
+            ex.fail(500, "internal_error")
+            self._recorder.finish(ex)
+            raise internal_error(ex.request_id) from exc
         except BaseException:
             ex.fail(500, "internal_error")
             self._recorder.finish(ex)

@@ -31,7 +31,8 @@ async def probe_health(states: Sequence[DeploymentState], config: ProbeConfig) -
 async def probe_once(state: DeploymentState, timeout_s: float) -> None:
     try:
         # The adapter bounds its own request; this is the backstop.
-        ok, detail = await asyncio.wait_for(state.upstream.probe(timeout_s), timeout_s + 1)
+        result = await asyncio.wait_for(state.upstream.probe(timeout_s), timeout_s + 1)
+        ok, detail = result.healthy, result.detail
     except TimeoutError:
         ok, detail = False, f"the probe did not finish within {timeout_s:g} s"
     except Exception as exc:  # a probe must never end the loop

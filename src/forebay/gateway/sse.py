@@ -1,8 +1,11 @@
 """Relay an upstream's server-sent events without re-serialising them.
 
-Events are split on blank lines and passed through as the same bytes; only an
-event that mentions "usage" is parsed, to meter it (and to drop the extra
-usage-only chunk when the client did not ask for it).
+Events are split on blank lines and passed through as the same bytes (less
+any configured secret, see redact.py); only an event that mentions "usage" is
+parsed, to meter it (and to drop the extra usage-only chunk when the client
+did not ask for it). An event cut off by the end of the stream is not relayed:
+half a JSON object would break the client's parser, so the dispatcher ends the
+stream with an error event instead.
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ from typing import Any
 import orjson
 
 from forebay.gateway.metering import usage_counts
+from forebay.gateway.redact import Redactor
 
 DONE = b"data: [DONE]"
 
 
 class SseRelay:
-    def __init__(self, *, client_wants_usage: bool) -> None:
+    def __init__(self, *, client_wants_usage: bool, redactor: Redactor) -> None:
+        self._redact = redactor.redact
+        self.torn = False  # the stream ended inside an event
         self._buf = b""
         self._keep_usage_chunk = client_wants_usage
         self.usage: tuple[int, int] | None = None
@@ -35,7 +41,7 @@ class SseRelay:
             self._buf = data
             return b""
         self._buf = data[end + 2 :]
-        complete = data[: end + 2]
+        complete = self._redact(data[: end + 2])
         if b'"usage"' not in complete and b'"error"' not in complete and DONE not in complete:
             self.content_events += complete.count(b"\n\n")
             return complete
@@ -72,11 +78,23 @@ class SseRelay:
         return True
 
     def tail(self) -> bytes:
-        """Whatever incomplete event is left when the upstream ends."""
+        """The last event when the upstream ended it without its blank line; an
+        event cut short is dropped and `torn` set."""
         rest, self._buf = self._buf, b""
-        if rest.strip() and self._inspect(rest.strip()):
-            return rest.strip() + b"\n\n"
-        return b""
+        event = self._redact(rest.strip())
+        if not event:
+            return b""
+        if not event.startswith(DONE) and (not _is_event(event) or _data_of(event) is None):
+            self.torn = True  # cut short, or not server-sent events at all
+            return b""
+        return event + b"\n\n" if self._inspect(event) else b""
+
+
+_FIELDS = (b"data:", b"event:", b"id:", b"retry:", b":")
+
+
+def _is_event(event: bytes) -> bool:
+    return all(line.startswith(_FIELDS) for line in event.split(b"\n"))
 
 
 def _data_of(event: bytes) -> dict[str, Any] | None:

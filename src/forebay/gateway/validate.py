@@ -33,6 +33,13 @@ ROUTING_OVERRIDES = frozenset(
 )
 
 
+# orjson reads 1,024 levels of nesting but writes only 254, so a deeper body
+# would be accepted here and then fail when it is encoded for the upstream.
+# Real requests nest far less (a tool's JSON schema rarely passes 20 levels);
+# the margin leaves room for a translator to wrap the payload.
+MAX_JSON_DEPTH = 128
+
+
 @dataclass(slots=True)
 class ParsedRequest:
     endpoint: Endpoint
@@ -53,7 +60,26 @@ def parse_json(body: bytes, limit: int) -> dict[str, Any]:
         raise bad_request(f"The request body is not valid JSON ({exc.args[0]}).") from None
     if not isinstance(obj, dict):
         raise bad_request("The request body must be a JSON object.")
+    # Each level needs its own bracket, so a body with few brackets (every
+    # typical chat body) is not walked at all: two C-level counts.
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _nested_deeper(obj, MAX_JSON_DEPTH):
+        raise bad_request(
+            f"The request body nests objects or arrays more than {MAX_JSON_DEPTH} levels "
+            "deep; flatten it.",
+            code="too_deeply_nested",
+        )
     return obj
+
+
+def _nested_deeper(value: Any, limit: int, depth: int = 1) -> bool:
+    """Whether `value` (a dict or a list at `depth`) holds containers deeper than `limit`."""
+    for child in value.values() if type(value) is dict else value:
+        kind = type(child)  # `type is`, not isinstance: several times faster here
+        if (kind is dict or kind is list) and (
+            depth >= limit or _nested_deeper(child, limit, depth + 1)
+        ):
+            return True
+    return False
 
 
 def parse_request(endpoint: Endpoint, obj: dict[str, Any]) -> ParsedRequest:

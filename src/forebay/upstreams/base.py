@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from forebay.config.settings import Deployment
+
+if TYPE_CHECKING:
+    from forebay.upstreams.probe import ProbeResult
 
 
 class Endpoint(StrEnum):
@@ -37,7 +40,7 @@ class Upstream(Protocol):
         """Cheap, synchronous: may this deployment be tried right now?"""
         ...
 
-    async def probe(self, timeout_s: float) -> tuple[bool, str]:
+    async def probe(self, timeout_s: float) -> ProbeResult:
         """A health check off the request path: (healthy, why)."""
         ...
 

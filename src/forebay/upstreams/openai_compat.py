@@ -7,6 +7,7 @@ per-request CPU cost low; connections are pooled and kept alive per deployment.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ import orjson
 from forebay.config.settings import Deployment
 from forebay.errors import FailureKind, UpstreamFailure
 from forebay.upstreams.base import Endpoint, UpstreamReply
+from forebay.upstreams.probe import ProbeResult, probe
+from forebay.upstreams.transport import TRANSPORT_ERRORS, request_headers, transport_failure
 
 _MAX_ERROR_BODY = 64 * 1024
 
@@ -39,10 +42,7 @@ class OpenAICompatUpstream:
         self._base = url.rstrip("/")
         self.base_url = self._base
         self._ready = ready or (lambda: True)
-        headers = {"content-type": "application/json", **dict(deployment.headers)}
-        if deployment.api_key:
-            headers["authorization"] = f"Bearer {deployment.api_key}"
-        self._headers = headers
+        self._headers = {"content-type": "application/json", **request_headers(deployment)}
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=deployment.connect_timeout_s, sock_read=deployment.timeout_s
@@ -72,62 +72,28 @@ class OpenAICompatUpstream:
             await self._session.close()
             self._session = None
 
-    async def probe(self, timeout_s: float) -> tuple[bool, str]:
-        """GET {base_url}/models with this deployment's credentials: (healthy, why).
-        Any answer but a server error, a refused credential or a 404 (usually a
-        base_url without /v1) counts as healthy: the server is there and talks."""
-        try:
-            async with self._client().get(
-                f"{self._base}/models", timeout=aiohttp.ClientTimeout(total=timeout_s)
-            ) as resp:
-                status = resp.status
-                await resp.read()
-        except TimeoutError:
-            return False, f"GET /models did not answer within {timeout_s:g} s"
-        except aiohttp.ClientConnectorError as exc:
-            return False, f"cannot connect ({exc.os_error.strerror or type(exc).__name__})"
-        except aiohttp.ClientError as exc:
-            return False, f"GET /models failed ({type(exc).__name__})"
-        said = f"GET /models answered HTTP {status}"
-        if status in (401, 403):
-            return False, f"{said}: the upstream refuses this deployment's api_key or headers"
-        if status == 404:
-            return False, f"{said}: does base_url lack its /v1?"
-        if status >= 500:
-            return False, said
-        return True, said
+    async def probe(self, timeout_s: float) -> ProbeResult:
+        """GET {base_url}/models on this adapter's own pooled connections."""
+        return await probe(self.deployment, timeout_s=timeout_s, session=self._client())
 
     async def _post(self, endpoint: Endpoint, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         url = f"{self._base}/{endpoint.value}"
+        data = orjson.dumps(payload)  # the body was checked to be encodable (validate.py)
         try:
-            return await self._client().post(url, data=orjson.dumps(payload))
-        except TimeoutError:
-            raise UpstreamFailure("timeout", "timed out connecting to the upstream") from None
-        except aiohttp.ClientConnectionError as exc:
-            raise UpstreamFailure(
-                self._down_kind, f"cannot connect to the upstream ({type(exc).__name__})"
-            ) from None
+            return await self._client().post(url, data=data)
+        except TRANSPORT_ERRORS as exc:
+            raise transport_failure(exc, answered=False, down_kind=self._down_kind) from None
 
     async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> UpstreamReply:
         resp = await self._post(endpoint, payload)
         try:
             body = await resp.read()
-        except TimeoutError:
-            raise UpstreamFailure("timeout", "the upstream did not answer in time") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamFailure(
-                "protocol", f"the upstream broke the connection ({type(exc).__name__})"
-            ) from None
+        except TRANSPORT_ERRORS as exc:
+            raise transport_failure(exc, answered=True) from None
         finally:
             resp.release()
         if resp.status >= 400:
-            raise UpstreamFailure(
-                "status",
-                f"the upstream answered HTTP {resp.status}",
-                status=resp.status,
-                body=body[:_MAX_ERROR_BODY],
-                retry_after=resp.headers.get("retry-after"),
-            )
+            raise _status_failure(resp, body[:_MAX_ERROR_BODY])
         return UpstreamReply(resp.status, body)
 
     async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> _Stream:
@@ -135,34 +101,53 @@ class OpenAICompatUpstream:
         if resp.status >= 400:
             try:
                 body = await resp.content.read(_MAX_ERROR_BODY)
-            except (TimeoutError, aiohttp.ClientError):
-                body = b""
+            except TRANSPORT_ERRORS:
+                body = b""  # the status says enough
             finally:
                 resp.release()
-            raise UpstreamFailure(
-                "status",
-                f"the upstream answered HTTP {resp.status}",
-                status=resp.status,
-                body=body,
-                retry_after=resp.headers.get("retry-after"),
-            )
-        return _Stream(resp)
+            raise _status_failure(resp, body)
+        return _Stream(resp, self.deployment.timeout_s)
+
+
+def _status_failure(resp: aiohttp.ClientResponse, body: bytes) -> UpstreamFailure:
+    return UpstreamFailure(
+        "status",
+        f"the upstream answered HTTP {resp.status}",
+        status=resp.status,
+        body=body,
+        retry_after=resp.headers.get("retry-after"),
+    )
 
 
 class _Stream:
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, idle_s: float) -> None:
         self._resp = resp
+        self._idle_s = idle_s
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        # aiohttp's own sock_read timeout misses some broken streams (a bad
+        # chunk-size line after the first chunk hangs the read for ever), so
+        # an idle watch of our own bounds every wait for the next chunk.
+        content = self._resp.content
+        watch = _IdleWatch(self._idle_s)
         try:
-            async for chunk in self._resp.content.iter_any():
+            while True:
+                watch.waiting()
+                chunk = await content.readany()
+                watch.got()
+                if not chunk:
+                    return
                 yield chunk
-        except TimeoutError:
-            raise UpstreamFailure("timeout", "the upstream stream went idle too long") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamFailure(
-                "protocol", f"the upstream stream broke ({type(exc).__name__})"
-            ) from None
+        except asyncio.CancelledError:
+            if watch.fired():
+                raise UpstreamFailure(
+                    "timeout", f"the stream was idle for {self._idle_s:.0f} s (timeout_s)"
+                ) from None
+            raise
+        except TRANSPORT_ERRORS as exc:
+            raise transport_failure(exc, answered=True) from None
+        finally:
+            watch.stop()
 
     def release(self) -> None:
         # A stream abandoned half-way must close its connection, or the
@@ -171,3 +156,47 @@ class _Stream:
             self._resp.release()
         else:
             self._resp.close()
+
+
+class _IdleWatch:
+    """Cancels the task waiting for a chunk once it has waited `idle_s`. One
+    timer per stream, re-armed only when it fires, so a chunk costs two clock
+    reads, not a timer."""
+
+    def __init__(self, idle_s: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._idle_s = idle_s
+        self._since: float | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._fired = False
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(idle_s, self._check)
+
+    def waiting(self) -> None:
+        self._since = self._loop.time()
+        self._task = asyncio.current_task()  # the first chunk and the rest may differ
+
+    def got(self) -> None:
+        self._since = None
+
+    def _check(self) -> None:
+        since = self._since
+        now = self._loop.time()
+        if since is not None and now - since >= self._idle_s and self._task is not None:
+            self._fired = True
+            self._timer = None
+            self._task.cancel()
+            return
+        start = since if since is not None else now
+        self._timer = self._loop.call_at(start + self._idle_s, self._check)
+
+    def fired(self) -> bool:
+        """True (once) when our timer caused the cancellation being handled."""
+        if not self._fired or self._task is None:
+            return False
+        self._fired = False
+        return self._task.uncancel() == 0
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
