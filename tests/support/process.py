@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -58,6 +59,7 @@ class ServeProcess:
                 stderr=subprocess.STDOUT,
                 env=self._env,
                 preexec_fn=self._preexec,
+                start_new_session=True,  # its own process group: kill() leaves nothing behind
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -79,6 +81,10 @@ class ServeProcess:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """SIGKILL to `serve` and everything it started (uvicorn's --workers processes
+        and local model workers would otherwise outlive the test)."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
