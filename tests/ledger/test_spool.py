@@ -6,7 +6,6 @@ never taken over, and committed segments are deleted as the writer goes."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -64,8 +63,8 @@ CHILD = textwrap.dedent(
     time.sleep(0.2)  # the last settle
     print(len(os.listdir(spool_dir)), flush=True)
     writer._interval = 3600.0  # nothing more reaches the database
-    writer.submit(events[committed])  # wakes the writer into its hour-long wait
-    for e in events[committed + 1 : committed + queued]:
+    time.sleep(0.1)  # the writer's 10 ms wait ends and its hour-long one begins
+    for e in events[committed : committed + queued]:
         begin(e)
         writer.submit(e)
     late = make_events(seed=23, n=2)
@@ -159,10 +158,11 @@ def test_a_spool_write_that_fails_does_not_fail_the_request(tmp_path: Path) -> N
     errors: list[int] = []
     spool = Spool(spool_dir, on_error=lambda: errors.append(1)).open()
     (event,) = make_events(seed=25, n=1)
-    os.close(spool._fd)  # the descriptor goes bad (as on EIO): writes now fail
+    assert spool._segment is not None
+    spool._segment.map.close()  # the mapping goes away under it: copies now fail
     assert spool.done(event) == -1
     assert errors == [1] and spool.errors == 1
-    spool._fd = os.open(os.devnull, os.O_WRONLY)
+    spool._segment = None  # nothing left to close
     spool.close()
 
 

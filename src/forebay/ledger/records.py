@@ -63,9 +63,10 @@ def dead_letter_line(row: dict[str, Any], error: str, at: float) -> bytes:
 
 def read_records(data: bytes) -> Iterator[tuple[str, dict[str, Any]] | None]:
     """(kind, fields) for each line of a segment, or None for a line that is not
-    a record (a write torn by a power loss, or anything else)."""
+    a record (a write torn by a kill or a power loss, or anything else). The
+    zeros past the last record of a segment whose process died are not lines."""
     names: list[str] | None = None
-    for raw in data.split(b"\n"):
+    for raw in data.rstrip(b"\x00").split(b"\n"):
         if not raw.strip():
             continue
         try:

@@ -116,6 +116,7 @@ def _replay(files: list[Path], committer: Committer, batch_size: int, result: Re
                 continue
             kind, fields = record
             rid = fields["request_id"]
+            last_write = max(last_write, _time_of(fields))
             if kind == DONE:
                 done[rid] = fields
             else:  # begun, then routed (the last deployment tried wins)
@@ -134,6 +135,16 @@ def _replay(files: list[Path], committer: Committer, batch_size: int, result: Re
             result.rejected += out.rejected
             complete = complete and not out.given_up
     return complete
+
+
+def _time_of(fields: dict[str, Any]) -> float:
+    """When a record was written, at the latest we know of: a `done` record at its
+    request's end, a `begun` at its start. (A mapped segment's mtime moves only
+    when a page is first written after being flushed, so it lags.)"""
+    ts, latency = fields.get("ts"), fields.get("latency_ms")
+    if not isinstance(ts, int | float):
+        return 0.0
+    return float(ts) + (latency / 1000 if isinstance(latency, int | float) else 0.0)
 
 
 def interrupted_row(begun: dict[str, Any], last_write: float) -> Row:

@@ -1,9 +1,11 @@
 """Bounded queue plus one background writer thread that inserts in batches.
 
-The request path only appends the event to this process's spool (one
-`os.write`, see `spool.py`) and does a `put_nowait` (microseconds, no
-database). A full queue is counted and logged, never silent, and the event
-is still in the spool for the next start. `close()` drains everything that
+The request path only copies the event into this process's spool (see
+`spool.py`) and appends it to a deque (microseconds, no database, no lock,
+no system call). The writer is woken when a batch is full, else it wakes by
+itself every `flush_interval_s`: never once per event, which cost a thread
+switch a request. A full queue is counted and logged, never silent, and the
+event is still in the spool for the next start. `close()` drains everything that
 was queued, so a graceful shutdown loses nothing; a killed process loses
 nothing either, as its spool is replayed when the next process starts.
 
@@ -15,9 +17,9 @@ spool which of its records are committed.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,8 +31,6 @@ from forebay.ledger.records import fit_event_row
 from forebay.ledger.spool import NO_SEGMENT, Spool
 
 log = logging.getLogger("forebay.ledger")
-
-_STOP = object()
 
 
 class LedgerWriter:
@@ -55,7 +55,10 @@ class LedgerWriter:
             on_rejected=on_rejected,
         )
         self.spool = spool
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
+        self._queue: deque[tuple[UsageEvent, int]] = deque()
+        self._queue_size = queue_size
+        self._wake = threading.Event()  # a batch is full, or stop
+        self._stopping = False
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._on_dropped = on_dropped
@@ -74,25 +77,31 @@ class LedgerWriter:
 
     def submit(self, event: UsageEvent) -> None:
         segment = self.spool.done(event) if self.spool is not None else NO_SEGMENT
-        try:
-            self._queue.put_nowait((event, segment))
-        except queue.Full:
-            self.dropped += 1
-            self._on_dropped()
-            now = time.monotonic()
-            if now - self._last_drop_log > 5:
-                self._last_drop_log = now
-                log.error(
-                    "ledger queue full (%d events): %d usage events dropped so far "
-                    "(kept in the spool, if on, for the next start); "
-                    "the database is not keeping up",
-                    self._queue.maxsize,
-                    self.dropped,
-                )
+        queued = self._queue
+        if len(queued) >= self._queue_size:
+            self._full()
+            return
+        queued.append((event, segment))  # deque.append is atomic: no lock needed
+        if len(queued) >= self._batch_size and not self._wake.is_set():
+            self._wake.set()
+
+    def _full(self) -> None:
+        self.dropped += 1
+        self._on_dropped()
+        now = time.monotonic()
+        if now - self._last_drop_log > 5:
+            self._last_drop_log = now
+            log.error(
+                "ledger queue full (%d events): %d usage events dropped so far "
+                "(kept in the spool, if on, for the next start); "
+                "the database is not keeping up",
+                self._queue_size,
+                self.dropped,
+            )
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush everything queued, then stop the thread and close the spool."""
@@ -103,48 +112,29 @@ class LedgerWriter:
 
     def _drain(self, timeout: float) -> None:
         self._give_up_at = time.monotonic() + max(0.0, timeout - 1.0)
-        self._queue.put(_STOP)
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error(
                 "ledger writer did not finish within %.0f s; %d events pending",
                 timeout,
-                self._queue.qsize(),
+                len(self._queue),
             )
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch: list[tuple[UsageEvent, int]] = []
-            try:
-                item = self._queue.get(timeout=self._interval)
-            except queue.Empty:
-                continue
-            deadline = time.monotonic() + self._interval
-            while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                assert isinstance(item, tuple)
-                batch.append(item)
-                if len(batch) >= self._batch_size:
-                    break
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-            if stopping:
-                # Anything still queued behind the stop marker was submitted
-                # before shutdown finished; keep it.
-                while True:
-                    try:
-                        rest = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if isinstance(rest, tuple):
-                        batch.append(rest)
-            if batch:
+        queued = self._queue
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            stopping = self._stopping  # read before draining: what came before is kept
+            while queued:
+                batch: list[tuple[UsageEvent, int]] = []
+                while queued and len(batch) < self._batch_size:
+                    batch.append(queued.popleft())
                 self._write(batch)
+            if stopping:
+                return
 
     def _write(self, batch: list[tuple[UsageEvent, int]]) -> None:
         rows = [fit_event_row(event.row()) for event, _ in batch]
