@@ -19,6 +19,18 @@ class Endpoint(StrEnum):
     EMBEDDINGS = "embeddings"
 
 
+class WireProtocol(StrEnum):
+    """The generation protocols Forebay speaks, to clients and to upstreams
+    (protocols/ holds one codec each). An upstream lists those it speaks
+    natively in `Upstream.wire`; a request in another is translated."""
+
+    OPENAI_CHAT = "openai_chat"
+    OPENAI_RESPONSES = "openai_responses"
+    ANTHROPIC_MESSAGES = "anthropic_messages"
+    GEMINI = "gemini"
+    BEDROCK_CONVERSE = "bedrock_converse"
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamReply:
     status: int
