@@ -17,6 +17,8 @@ class Endpoint(StrEnum):
     CHAT = "chat/completions"
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
+    RESPONSES = "responses"  # OpenAI Responses
+    MESSAGES = "messages"  # Anthropic Messages; also the generation call of other native wires
 
 
 class WireProtocol(StrEnum):
