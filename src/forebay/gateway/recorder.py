@@ -46,9 +46,14 @@ class Exchange:
     deployment: Deployment | None = None
     route_reason: str | None = None
     stream: bool = False
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int = 0  # all input tokens, cached ones included
+    completion_tokens: int = 0  # reasoning tokens included
+    # Parts of the two above (canonical.Usage's conventions): priced on their own.
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
     estimated: bool = False
+    protocol: str = "openai_chat"  # the client's wire (upstreams.base.WireProtocol)
     status: int = 200
     error_type: str | None = None
     ttft_s: float | None = None
