@@ -61,9 +61,8 @@ def authenticate(ring: KeyRing, request: Request) -> Principal:
     failures = ring.failures
     if failures.blocked:  # empty unless someone is being throttled
         failures.check(source_of(request))
-    headers = request.headers
-    authorization = headers.get("authorization")
-    key = bearer_key(authorization, headers.get("api-key"))
+    authorization = header(request, b"authorization")
+    key = bearer_key(authorization, None if authorization else header(request, b"api-key"))
     if key is None:
         if authorization:
             failures.failed(source_of(request), "malformed")
@@ -81,6 +80,16 @@ def authenticate(ring: KeyRing, request: Request) -> Principal:
             "or ask your Forebay admin for a new one."
         )
     return principal
+
+
+def header(request: Request, name: bytes) -> str | None:
+    """A request header by its lower-case name, or None. Starlette's
+    `headers.get` raises and catches a KeyError for every absent header, which
+    profiled at tens of microseconds a request on the hot path under load."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def source_of(request: Request) -> str:
