@@ -47,8 +47,7 @@ def check_provider(provider: str, given: Mapping[str, Any]) -> None:
         readers = PROVIDER_ONLY.get(name)
         if readers is not None and provider not in readers:
             raise ValueError(
-                f"{name} is read only by provider {' / '.join(sorted(readers))}, "
-                f"not by {provider}"
+                f"{name} is read only by provider {' / '.join(sorted(readers))}, not by {provider}"
             )
     base_url = given.get("base_url")
     if provider == "openai_compat" and not base_url:
@@ -56,7 +55,7 @@ def check_provider(provider: str, given: Mapping[str, Any]) -> None:
     if provider in NEEDS_KEY and given.get("api_key") is None:
         env = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
         raise ValueError(f"a {provider} deployment needs api_key (e.g. api_key: ${{{env}}})")
-    if provider == "anthropic" and isinstance(base_url, str) and base_url.rstrip("/").endswith("/v1"):
+    if provider == "anthropic" and str(base_url or "").rstrip("/").endswith("/v1"):
         raise ValueError(
             "an anthropic base_url is the host, without /v1 (e.g. https://api.anthropic.com): "
             "Forebay adds /v1/messages"
