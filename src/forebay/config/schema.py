@@ -3,9 +3,10 @@ a typo is an error naming the field and its line, not a silent default."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from forebay.config.defaults import (
     DEFAULT_AUDIO_TOKENS_PER_MB,
@@ -113,6 +114,12 @@ class DeploymentConfig(Strict):
     anthropic_beta: list[str] | None = Field(
         None, description="anthropic: beta features, sent as the anthropic-beta header"
     )
+
+    @field_validator("api_version", "anthropic_version", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: object) -> object:
+        # YAML reads an unquoted 2024-10-21 as a date; the header wants it as written.
+        return value.isoformat() if isinstance(value, date) else value
 
     @model_validator(mode="after")
     def _fits_provider(self) -> DeploymentConfig:
