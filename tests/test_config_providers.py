@@ -98,3 +98,15 @@ def test_an_embedding_model_needs_a_provider_that_embeds(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as raised:
         load_settings(path, data_dir=tmp_path / "data", environ={})
     assert "no embeddings endpoint" in str(raised.value)
+
+
+def test_the_examples_commented_out_in_forebay_example_yaml_are_valid(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[1] / "forebay.example.yaml").read_text()
+    block = text.split("# Rented models through")[1].split("\n", 1)[1]
+    body = "\n".join(line.replace("  # ", "  ", 1) for line in block.splitlines())
+    path = tmp_path / "forebay.yaml"
+    path.write_text("models:\n" + body.replace("org-...", "org-x").replace("proj_...", "p") + "\n")
+    keys = {"OPENAI_API_KEY": "a", "AZURE_OPENAI_API_KEY": "b", "ANTHROPIC_API_KEY": "c"}
+    settings = load_settings(path, data_dir=tmp_path / "data", environ=keys)
+    providers = {d.provider for m in settings.models.values() for d in m.deployments}
+    assert providers == {"openai", "azure_openai", "anthropic"}
