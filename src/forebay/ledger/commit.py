@@ -212,8 +212,9 @@ def insert_events(conn: Connection, rows: list[Row]) -> None:
             copy.write_row([row[c] for c in EVENT_COLUMNS])
 
 
+# Built once from the table's own column names, never from a value.
 _SQLITE_INSERT = (
-    f"INSERT INTO usage_events ({', '.join(EVENT_COLUMNS)}) "
+    f"INSERT INTO usage_events ({', '.join(EVENT_COLUMNS)}) "  # noqa: S608
     f"VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})"
 )
 
