@@ -65,6 +65,10 @@ class Deployment:
     first_byte_timeout_s: float | None = None
     bounds: PartBounds = PartBounds()
     adaptive_floor: int | None = None
+    # Prompt tokens read from, and written to, the provider's prompt cache; None:
+    # priced as ordinary input (gateway/metering.py cost_usd).
+    usd_per_cache_read_token: float | None = None
+    usd_per_cache_write_token: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -343,7 +343,7 @@ class Dispatcher:
             ex.completion_tokens = _estimate_completion(obj)
             ex.estimated = True
         else:
-            ex.prompt_tokens, ex.completion_tokens = counts
+            ex.count(counts)
         ex.status = reply.status
         latency = time.perf_counter() - opened.started
         pool.succeeded(opened.lease, None, latency, ex.prompt_tokens, ex.completion_tokens)
@@ -437,7 +437,7 @@ class _Relay:
     def _count(self) -> None:
         ex = self._ex
         if self._sse.usage is not None:
-            ex.prompt_tokens, ex.completion_tokens = self._sse.usage
+            ex.count(self._sse.usage)
         else:
             ex.prompt_tokens = estimate_prompt_tokens(self._req.payload)
             ex.completion_tokens = self._sse.content_events
