@@ -218,7 +218,7 @@ def test_migration_backfills_rollups_from_existing_events(ledger_url: str) -> No
         command.upgrade(cfg, "0003")
     with engine.begin() as conn:  # events recorded before rollups (and traffic_class) existed
         rows = [e.row() for e in make_events(seed=5, n=300)]
-        conn.execute(insert(usage_events), [_as_of_0001(r) for r in rows])
+        conn.execute(insert(usage_events), [as_of_0001(r) for r in rows])
     upgrade(engine)
     assert_rollups_match_events(engine)
     with engine.begin() as conn:  # and the repair path recomputes the same
@@ -237,7 +237,7 @@ LATER_COLUMNS = {
 }
 
 
-def _as_of_0001(row: dict[str, Any]) -> dict[str, Any]:
+def as_of_0001(row: dict[str, Any]) -> dict[str, Any]:
     """An event row as the first schema recorded it: before the later columns."""
     return {k: v for k, v in row.items() if k not in LATER_COLUMNS}
 
@@ -256,7 +256,7 @@ def test_0008_keeps_rollups_and_reads_old_rows_as_openai_chat(ledger_url: str) -
     downgrade adds rollup rows that differ only in protocol back together."""
     engine = make_engine(ledger_url)
     _migrate(engine, "0003")
-    old = [_as_of_0001(e.row()) for e in make_events(seed=9, n=200)]
+    old = [as_of_0001(e.row()) for e in make_events(seed=9, n=200)]
     with engine.begin() as conn:
         conn.execute(insert(usage_events), old)
     _migrate(engine, "0007")  # rollups backfilled from these events (0004)
