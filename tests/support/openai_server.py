@@ -108,12 +108,15 @@ class FakeUpstream:
         failure = _failure(body["model"], request)
         if failure is not None:
             return failure
-        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        # A string, a list of strings, a list of token ids (one input), or a list of them.
+        raw = body["input"]
+        one = isinstance(raw, str) or (isinstance(raw, list) and raw and isinstance(raw[0], int))
+        inputs = [raw] if one else raw
         data = [
             {"object": "embedding", "index": i, "embedding": [float(len(s)), 1.0, 0.0]}
             for i, s in enumerate(inputs)
         ]
-        tokens = sum(len(s.split()) for s in inputs)
+        tokens = sum(len(s.split()) if isinstance(s, str) else len(s) for s in inputs)
         return _json(
             {
                 "object": "list",

@@ -147,8 +147,9 @@ class Limiter:
             if asked is None:
                 # The reservation must bound what the upstream may generate.
                 asked = self._config.default_output_reserve
-                req.payload["max_tokens"] = asked
-            output = asked * _choices(req)
+                _cap_output(req, asked)
+            # A cap of 0 may still yield a token on some servers (llama.cpp).
+            output = max(asked, 1) * _choices(req)
         tokens, usd = _upper_bounds(req, model, output, hedged)
         now = self._clock()
         checks = self.checks_for(subjects, p.tenant_id, tokens=tokens, usd=usd, now=now)
@@ -266,9 +267,28 @@ def _upper_bounds(
     return float(tokens + output), usd
 
 
+def _cap_output(req: ParsedRequest, cap: int) -> None:
+    """Set the output cap the caller left out (or set negative: no limit to llama.cpp)."""
+    payload = req.payload
+    capped = False
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = payload.get(name)
+        if value is not None:
+            payload[name] = cap  # negative: max_output_tokens found no bound
+            capped = True
+    if not capped:
+        payload["max_tokens"] = cap
+
+
 def _choices(req: ParsedRequest) -> int:
+    """How many completions the upstream generates (and bills): `n`, or `best_of`
+    (completions) when larger; validated as integers."""
     n = req.payload.get("n")
-    return n if isinstance(n, int) and n > 0 else 1
+    best_of = req.payload.get("best_of")
+    count = n if isinstance(n, int) else 1
+    if isinstance(best_of, int) and best_of > count:
+        count = best_of
+    return max(count, 1)
 
 
 def _tenant(p: Principal) -> str:
