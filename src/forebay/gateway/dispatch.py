@@ -291,7 +291,7 @@ class Dispatcher:
     ) -> Opened:
         upstream = lease.state.upstream
         if not req.stream:
-            reply = await upstream.complete(req.endpoint, payload)
+            reply = await upstream.complete(req.endpoint, payload, req.headers)
             try:
                 body = orjson.loads(reply.body)
             except orjson.JSONDecodeError:
@@ -299,7 +299,7 @@ class Dispatcher:
             if not isinstance(body, dict):
                 raise UpstreamFailure("protocol", "the upstream's answer is not a JSON object")
             return Opened(lease, started, time.perf_counter() - started, reply=reply, body=body)
-        handle = await upstream.open_stream(req.endpoint, payload)
+        handle = await upstream.open_stream(req.endpoint, payload, req.headers)
         chunks = handle.chunks()
         sse = SseRelay(client_wants_usage=req.include_usage, redactor=self._redactor)
         try:

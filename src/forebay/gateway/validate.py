@@ -47,6 +47,8 @@ class ParsedRequest:
     model: str
     stream: bool
     include_usage: bool
+    # The caller's headers that may reach an upstream (upstreams/passed_headers.py).
+    headers: dict[str, str] | None = None
 
 
 def parse_json(body: bytes, limit: int) -> dict[str, Any]:

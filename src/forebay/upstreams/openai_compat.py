@@ -8,7 +8,7 @@ per-request CPU cost low; connections are pooled and kept alive per deployment.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -16,11 +16,13 @@ import orjson
 
 from forebay.config.settings import Deployment
 from forebay.errors import FailureKind, UpstreamFailure
-from forebay.upstreams.base import Endpoint, UpstreamReply
+from forebay.upstreams.base import Endpoint, UpstreamReply, WireProtocol
+from forebay.upstreams.passed_headers import for_upstream
 from forebay.upstreams.probe import ProbeResult, probe
 from forebay.upstreams.transport import TRANSPORT_ERRORS, request_headers, transport_failure
 
 _MAX_ERROR_BODY = 64 * 1024
+WIRE = frozenset({WireProtocol.OPENAI_CHAT, WireProtocol.OPENAI_RESPONSES})
 
 
 class OpenAICompatUpstream:
@@ -43,6 +45,7 @@ class OpenAICompatUpstream:
         self.base_url = self._base
         self._ready = ready or (lambda: True)
         self._headers = {"content-type": "application/json", **request_headers(deployment)}
+        self._configured = frozenset(name.lower() for name in self._headers)
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=deployment.connect_timeout_s, sock_read=deployment.timeout_s
@@ -76,16 +79,21 @@ class OpenAICompatUpstream:
         """GET {base_url}/models on this adapter's own pooled connections."""
         return await probe(self.deployment, timeout_s=timeout_s, session=self._client())
 
-    async def _post(self, endpoint: Endpoint, payload: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _post(
+        self, endpoint: Endpoint, payload: dict[str, Any], headers: Mapping[str, str] | None
+    ) -> aiohttp.ClientResponse:
         url = f"{self._base}/{endpoint.value}"
         data = orjson.dumps(payload)  # the body was checked to be encodable (validate.py)
+        extra = for_upstream(headers, WIRE, self._configured) if headers else None
         try:
-            return await self._client().post(url, data=data)
+            return await self._client().post(url, data=data, headers=extra)
         except TRANSPORT_ERRORS as exc:
             raise transport_failure(exc, answered=False, down_kind=self._down_kind) from None
 
-    async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> UpstreamReply:
-        resp = await self._post(endpoint, payload)
+    async def complete(
+        self, endpoint: Endpoint, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> UpstreamReply:
+        resp = await self._post(endpoint, payload, headers)
         try:
             body = await resp.read()
         except TRANSPORT_ERRORS as exc:
@@ -96,8 +104,10 @@ class OpenAICompatUpstream:
             raise _status_failure(resp, body[:_MAX_ERROR_BODY])
         return UpstreamReply(resp.status, body)
 
-    async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> _Stream:
-        resp = await self._post(endpoint, payload)
+    async def open_stream(
+        self, endpoint: Endpoint, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> _Stream:
+        resp = await self._post(endpoint, payload, headers)
         if resp.status >= 400:
             try:
                 body = await resp.content.read(_MAX_ERROR_BODY)
