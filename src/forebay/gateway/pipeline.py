@@ -59,7 +59,7 @@ class Gateway:
         try:
             body = await read_body(request, self._limit)
             req = parse_request(endpoint, parse_json(body, self._limit))
-            req.headers = passable_headers(headers.raw)
+            req.headers = passable_headers(request.scope["headers"])
             ex.stream = req.stream
             model = self._models.get(req.model)
             if model is None:
