@@ -132,10 +132,10 @@ def test_unknown_model_is_404(http: httpx.Client, gw: Gateway) -> None:
         (orjson.dumps({"messages": [{"role": "user", "content": "x"}]}), "model"),
         (orjson.dumps({"model": "echo"}), "messages"),
         (orjson.dumps({"model": "echo", "messages": [{"content": "x"}]}), "messages[0]"),
-        (orjson.dumps(_chat(max_tokens=-1)), "max_tokens"),
+        (orjson.dumps(_chat(max_tokens=1.5)), "max_tokens"),
         (orjson.dumps(_chat(temperature=7)), "temperature"),
         (orjson.dumps(_chat(stream="yes")), "stream"),
-        (orjson.dumps(_chat(stream_options={"include_usage": True})), "stream_options"),
+        (orjson.dumps(_chat(stream=True, stream_options=["include_usage"])), "stream_options"),
         (orjson.dumps(_chat("embed")), "model"),
     ],
 )

@@ -232,3 +232,37 @@ def test_image_parts_reserve_their_bound_so_a_burst_cannot_overspend(
 
 def _bounds(gw: Gateway, alias: str) -> PartBounds:
     return gw.services.settings.models[alias].deployments[0].bounds
+
+
+def _completion(gw: Gateway, **extra: object) -> httpx.Response:
+    body = {"model": "echo", "prompt": "a b c", **extra}
+    headers = {"authorization": f"Bearer {gw.tenant_key}"}
+    return httpx.post(f"{gw.base_url}/completions", json=body, headers=headers, timeout=10)
+
+
+def test_reservations_count_every_choice_the_spec_allows_asking_for(
+    gw: Gateway, admin: httpx.Client
+) -> None:
+    """`n: 2.0` is the integer 2 (JSON Schema), and `best_of` generates (and bills)
+    that many completions: the reservation covers them all. A completions prompt
+    "a b c" bounds at 5 bytes + 16 template tokens = 21; the echo uses 6 + 3 = 9."""
+    _set(admin, "tenant", "default", {"tpm": 10_000})
+    first = _completion(gw, max_tokens=10, n=2.0)
+    assert first.status_code == 200, first.text
+    assert first.headers["x-ratelimit-remaining-tokens"] == str(10_000 - (21 + 2 * 10))
+    second = _completion(gw, max_tokens=10, best_of=3.0)  # the first settled to 9
+    assert second.status_code == 200, second.text
+    assert second.headers["x-ratelimit-remaining-tokens"] == str(10_000 - 9 - (21 + 3 * 10))
+
+
+def test_a_negative_output_cap_is_no_cap_to_the_reservation(
+    gw: Gateway, admin: httpx.Client, upstream: Upstream
+) -> None:
+    """The chat spec sets no minimum on max_tokens, and llama.cpp reads -1 as no
+    limit: a limited caller's request is capped at the reserve, as if left out."""
+    _set(admin, "tenant", "default", {"tpm": 100_000})
+    assert _chat(gw, max_tokens=-1).status_code == 200
+    assert upstream.fake.seen[-1].body["max_tokens"] == 1024  # limits.default_output_reserve
+    assert _chat(gw, max_completion_tokens=-5, max_tokens=7).status_code == 200
+    sent = upstream.fake.seen[-1].body
+    assert (sent["max_completion_tokens"], sent["max_tokens"]) == (1024, 1024)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -362,12 +362,16 @@ class _Exploding:
     def ready(self) -> bool:
         return True
 
-    async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> UpstreamReply:
-        await self._inner.complete(endpoint, payload)
+    async def complete(
+        self, endpoint: Endpoint, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> UpstreamReply:
+        await self._inner.complete(endpoint, payload, headers)
         raise RuntimeError("adapter bug at 0xdeadbeef in /srv/forebay/secret_internals.py")
 
-    async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> UpstreamStream:
-        await self._inner.open_stream(endpoint, payload)
+    async def open_stream(
+        self, endpoint: Endpoint, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> UpstreamStream:
+        await self._inner.open_stream(endpoint, payload, headers)
         raise RuntimeError("adapter bug at 0xdeadbeef in /srv/forebay/secret_internals.py")
 
     async def close(self) -> None:

@@ -23,13 +23,12 @@ from forebay.db.engine import make_engine, normalize_url
 from forebay.db.migrate import MIGRATIONS, upgrade
 from forebay.db.schema import tenants, usage_events
 from forebay.ledger.events import UsageEvent
-from forebay.ledger.query import GroupBy, UsageRow, summarize, summarize_raw
+from forebay.ledger.query import GROUPINGS, UsageRow, summarize, summarize_raw
 from forebay.ledger.rollups import DAILY, HOURLY, ROLLUPS, Rollup, aggregate, rebuild
 from forebay.ledger.writer import LedgerWriter
 
 DAY = 86400
 T0 = 1_700_000_000 // DAY * DAY  # a UTC midnight
-GROUPINGS: tuple[GroupBy, ...] = ("tenant", "model", "deployment", "key")
 
 
 def make_events(seed: int, n: int) -> list[UsageEvent]:
@@ -48,6 +47,8 @@ def make_events(seed: int, n: int) -> list[UsageEvent]:
         key = None if tenant is None else rng.choice([f"{tenant}-k1", f"{tenant}-k2"])
         alias = rng.choice(["echo", "big", None])
         status = rng.choice([200, 200, 200, 400, 429, 499, 502])
+        prompt, completion = rng.randrange(0, 5000), rng.randrange(0, 2000)
+        cache_read = rng.randrange(0, prompt + 1) if rng.random() < 0.5 else 0
         events.append(
             UsageEvent(
                 ts=ts,
@@ -59,8 +60,8 @@ def make_events(seed: int, n: int) -> list[UsageEvent]:
                 deployment=None if alias is None else f"{alias}-{rng.choice('ab')}",
                 route_reason=None,
                 stream=rng.random() < 0.3,
-                prompt_tokens=rng.randrange(0, 5000),
-                completion_tokens=rng.randrange(0, 2000),
+                prompt_tokens=prompt,
+                completion_tokens=completion,
                 tokens_estimated=False,
                 cost_usd=rng.random() / 100,
                 energy_wh=rng.random() / 10,
@@ -69,6 +70,10 @@ def make_events(seed: int, n: int) -> list[UsageEvent]:
                 ttft_ms=None,
                 latency_ms=rng.uniform(5, 5000),
                 config_revision="r1",
+                cache_read_tokens=cache_read,
+                cache_write_tokens=rng.randrange(0, prompt - cache_read + 1),
+                reasoning_tokens=rng.randrange(0, completion + 1),
+                protocol=rng.choice(["openai_chat", "openai_chat", "anthropic_messages"]),
             )
         )
     return events
@@ -112,6 +117,7 @@ def _key(rollup: Rollup, row: dict[str, Any]) -> tuple[Any, ...]:
         row["key_id"],
         row["alias"],
         row["deployment"],
+        row["protocol"],
     )
 
 
@@ -137,12 +143,9 @@ def assert_same_summary(got: list[UsageRow], want: list[UsageRow]) -> None:
     by_group = {r.group: r for r in got}
     for w in want:
         g = by_group[w.group]
-        assert (g.requests, g.errors, g.prompt_tokens, g.completion_tokens) == (
-            w.requests,
-            w.errors,
-            w.prompt_tokens,
-            w.completion_tokens,
-        ), w.group
+        counts = ("requests", "errors", "prompt_tokens", "completion_tokens")
+        counts += ("cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+        assert [getattr(g, c) for c in counts] == [getattr(w, c) for c in counts], w.group
         assert g.cost_usd == pytest.approx(w.cost_usd, rel=1e-9)
         assert g.energy_wh == pytest.approx(w.energy_wh, rel=1e-9)
         assert g.avg_latency_ms == pytest.approx(w.avg_latency_ms, rel=1e-9)
@@ -156,7 +159,7 @@ def test_migrations_apply_and_are_idempotent(ledger_engine: Engine) -> None:
     want = {"ix_usage_tenant_ts", "ix_usage_key_ts", "ix_usage_ts", "ux_usage_request_id"}
     assert want <= indexes
     with ledger_engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0008"
 
 
 def test_writer_persists_batches_and_keeps_rollups_equal_to_events(ledger_engine: Engine) -> None:
@@ -215,15 +218,73 @@ def test_migration_backfills_rollups_from_existing_events(ledger_url: str) -> No
         command.upgrade(cfg, "0003")
     with engine.begin() as conn:  # events recorded before rollups (and traffic_class) existed
         rows = [e.row() for e in make_events(seed=5, n=300)]
-        conn.execute(
-            insert(usage_events),
-            [{k: v for k, v in r.items() if k != "traffic_class"} for r in rows],
-        )
+        conn.execute(insert(usage_events), [as_of_0001(r) for r in rows])
     upgrade(engine)
     assert_rollups_match_events(engine)
     with engine.begin() as conn:  # and the repair path recomputes the same
         rebuild(conn)
     assert_rollups_match_events(engine)
+    engine.dispose()
+
+
+# Columns added after 0001, and what a row recorded before them meant.
+LATER_COLUMNS = {
+    "traffic_class": None,
+    "cache_read_tokens": 0,
+    "cache_write_tokens": 0,
+    "reasoning_tokens": 0,
+    "protocol": "openai_chat",
+}
+
+
+def as_of_0001(row: dict[str, Any]) -> dict[str, Any]:
+    """An event row as the first schema recorded it: before the later columns."""
+    return {k: v for k, v in row.items() if k not in LATER_COLUMNS}
+
+
+def _migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(cfg, revision)
+
+
+def test_0008_keeps_rollups_and_reads_old_rows_as_openai_chat(ledger_url: str) -> None:
+    """Rows from before 0008 get 0 cached and reasoning tokens and protocol
+    openai_chat, in the events and (kept, not recomputed) in the rollups; a
+    downgrade adds rollup rows that differ only in protocol back together."""
+    engine = make_engine(ledger_url)
+    _migrate(engine, "0003")
+    old = [as_of_0001(e.row()) for e in make_events(seed=9, n=200)]
+    with engine.begin() as conn:
+        conn.execute(insert(usage_events), old)
+    _migrate(engine, "0007")  # rollups backfilled from these events (0004)
+    _migrate(engine, "0008")
+    rows = raw_rows(engine)
+    assert {r["protocol"] for r in rows} == {"openai_chat"}
+    parts = ("cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+    assert {tuple(r[p] for p in parts) for r in rows} == {(0, 0, 0)}
+    assert_rollups_match_events(engine)  # 0007's rollups, kept: protocol openai_chat
+    by_protocol = summarize(engine, since=0, by="protocol")
+    assert [(r.group, r.requests) for r in by_protocol] == [("openai_chat", 200)]
+
+    write(engine, make_events(seed=10, n=200))  # new rows with all three protocols' parts
+    assert_rollups_match_events(engine)
+    before = {r.group: r for r in summarize(engine, since=0, by="model")}
+    _migrate(engine, "0007", down=True)
+    with engine.connect() as conn:
+        query = "SELECT alias, SUM(requests), SUM(prompt_tokens) FROM usage_daily GROUP BY alias"
+        merged = conn.execute(sa.text(query)).all()
+    assert {(a or "(no model)"): (n, p) for a, n, p in merged} == {
+        g: (r.requests, r.prompt_tokens) for g, r in before.items()
+    }
+    upgrade(engine)  # and forward again: the sums are still those of the events
+    after = {r.group: r for r in summarize(engine, since=0, by="model")}
+    assert {g: r.requests for g, r in after.items()} == {g: r.requests for g, r in before.items()}
+    assert {g: r.cost_usd for g, r in after.items()} == pytest.approx(
+        {g: r.cost_usd for g, r in before.items()}, rel=1e-9
+    )
     engine.dispose()
 
 
@@ -325,6 +386,6 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(upgrade, engines))  # raises if two raced to create a table
     with engines[0].connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0007",)]
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0008",)]
     for engine in engines:
         engine.dispose()

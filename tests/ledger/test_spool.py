@@ -13,10 +13,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import orjson
 import pytest
 from sqlalchemy import Engine
 
 from forebay.ledger.commit import Committer
+from forebay.ledger.records import EVENT_FIELDS
 from forebay.ledger.replay import INTERRUPTED, INTERRUPTED_STATUS, replay_spools
 from forebay.ledger.spool import Spool
 from forebay.ledger.writer import LedgerWriter
@@ -191,3 +193,89 @@ def test_many_requests_in_flight_do_not_rotate_the_spool_at_every_record(
     assert len(segments) <= 5, "rotated per record"
     assert sum(p.stat().st_size for p in segments) < 200_000
     spool.close()
+
+
+# The fields of a `done` record before migration 0008 (a spool such a version left).
+NEW_IN_0008 = ("cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "protocol")
+FIELDS_0007 = [f for f in EVENT_FIELDS if f not in NEW_IN_0008]
+
+
+def test_a_spool_from_before_cached_tokens_and_protocol_still_replays(
+    ledger_engine: Engine, tmp_path: Path
+) -> None:
+    """A segment written by the version before 0008: its header lacks the new
+    fields, a `begun` record has no protocol. Its rows read as what that version
+    meant: no cached or reasoning tokens, protocol openai_chat."""
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    served, cut = make_events(seed=29, n=2)
+    old = {f: getattr(served, f) for f in FIELDS_0007}
+    begun = {
+        "request_id": cut.request_id,
+        "ts": cut.ts,
+        "endpoint": "chat",
+        "stream": False,
+        "alias": cut.alias,
+        "config_revision": "r0",
+    }
+    (spool_dir / "4242-abcd.000000.spool").write_bytes(
+        orjson.dumps({"fields": FIELDS_0007})
+        + b"\n"
+        + orjson.dumps({"begun": begun})
+        + b"\n"
+        + orjson.dumps({"done": [old[f] for f in FIELDS_0007]})
+        + b"\n"
+    )
+    result = replay_spools(spool_dir, Committer(ledger_engine))
+    assert (result.replayed, result.interrupted, result.rejected) == (1, 1, 0)
+    rows = {r["request_id"]: r for r in raw_rows(ledger_engine)}
+    for rid in (served.request_id, cut.request_id):
+        row = rows[rid]
+        assert row["protocol"] == "openai_chat"
+        parts = (row["cache_read_tokens"], row["cache_write_tokens"], row["reasoning_tokens"])
+        assert parts == (0, 0, 0)
+    assert rows[served.request_id]["prompt_tokens"] == served.prompt_tokens
+    assert rows[served.request_id]["cost_usd"] == pytest.approx(served.cost_usd)
+    assert rows[cut.request_id]["error_type"] == INTERRUPTED
+    assert_rollups_match_events(ledger_engine)
+
+
+def test_a_spool_keeps_cached_tokens_and_protocol(ledger_engine: Engine, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool").open()
+    (event,) = make_events(seed=30, n=1)
+    event.prompt_tokens, event.cache_read_tokens, event.cache_write_tokens = 900, 500, 100
+    event.completion_tokens, event.reasoning_tokens = 300, 120
+    event.protocol = "anthropic_messages"
+    spool.done(event)
+    begun = {
+        "request_id": "req-cut",
+        "ts": event.ts,
+        "endpoint": "messages",
+        "stream": True,
+        "config_revision": "r1",
+        "protocol": "openai_responses",
+    }
+    spool.begin("req-cut", begun)
+    copied = tmp_path / "copied"  # the segments without their live owner's lock
+    copied.mkdir()
+    for path in (tmp_path / "spool").glob("*.spool"):
+        shutil.copy(path, copied / path.name)
+    spool.close()
+    result = replay_spools(copied, Committer(ledger_engine))
+    assert (result.replayed, result.interrupted) == (1, 1)
+    rows = {r["request_id"]: r for r in raw_rows(ledger_engine)}
+    row = rows[event.request_id]
+    got = [
+        row[c]
+        for c in (
+            "prompt_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "completion_tokens",
+            "reasoning_tokens",
+            "protocol",
+        )
+    ]
+    assert got == [900, 500, 100, 300, 120, "anthropic_messages"]
+    assert rows["req-cut"]["protocol"] == "openai_responses"
+    assert_rollups_match_events(ledger_engine)

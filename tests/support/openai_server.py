@@ -5,6 +5,9 @@ upstream model name a deployment is configured with:
   vision        like echo, and charges what a multimodal model would for the parts it
                 cannot read as text: MEDIA_PROMPT_TOKENS per image, audio or file part
   no-usage      like echo, without a usage object
+  details-<c>-<r>  like echo, with <c> more prompt tokens, all read from the prompt cache
+                (usage.prompt_tokens_details.cached_tokens), and <r> more completion
+                tokens, all reasoning (completion_tokens_details.reasoning_tokens)
   fail-500      HTTP 500          fail-503  HTTP 503     fail-429  HTTP 429
   fail-400      HTTP 400 with an OpenAI error envelope
   fail-401      HTTP 401 whose message repeats the bearer token it was sent
@@ -105,12 +108,15 @@ class FakeUpstream:
         failure = _failure(body["model"], request)
         if failure is not None:
             return failure
-        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        # A string, a list of strings, a list of token ids (one input), or a list of them.
+        raw = body["input"]
+        one = isinstance(raw, str) or (isinstance(raw, list) and raw and isinstance(raw[0], int))
+        inputs = [raw] if one else raw
         data = [
             {"object": "embedding", "index": i, "embedding": [float(len(s)), 1.0, 0.0]}
             for i, s in enumerate(inputs)
         ]
-        tokens = sum(len(s.split()) for s in inputs)
+        tokens = sum(len(s.split()) if isinstance(s, str) else len(s) for s in inputs)
         return _json(
             {
                 "object": "list",
@@ -157,11 +163,7 @@ class FakeUpstream:
             "choices": [choice],
         }
         if model != "no-usage":
-            obj["usage"] = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": len(words),
-                "total_tokens": prompt_tokens + len(words),
-            }
+            obj["usage"] = _usage(model, prompt_tokens, len(words))
         return _json(obj)
 
     async def _stream(
@@ -207,11 +209,7 @@ class FakeUpstream:
         )
         opts = body.get("stream_options") or {}
         if opts.get("include_usage") and model != "no-usage":
-            usage = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": len(words),
-                "total_tokens": prompt_tokens + len(words),
-            }
+            usage = _usage(model, prompt_tokens, len(words))
             yield (
                 b"data: "
                 + orjson.dumps(
@@ -226,6 +224,31 @@ class FakeUpstream:
                 + b"\n\n"
             )
         yield b"data: [DONE]\n\n"
+
+
+def _usage(model: str, prompt: int, completion: int) -> dict[str, Any]:
+    """OpenAI's usage object; `details-<c>-<r>` models add cached and reasoning tokens
+    the way OpenAI reports them: as parts of prompt_tokens and completion_tokens."""
+    if not model.startswith("details-"):
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+    cached, reasoning = (int(n) for n in model.split("-")[1:3])
+    prompt, completion = prompt + cached, completion + reasoning
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
 
 
 def _json(obj: Any, status: int = 200) -> Response:

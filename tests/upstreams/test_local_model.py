@@ -99,6 +99,15 @@ def test_embeddings_are_normalised_and_meaningful(gw: Gateway, client: openai.Op
     assert resp.usage.prompt_tokens > 10
 
 
+def test_token_ids_are_refused_by_the_local_embedder_saying_why(client: openai.OpenAI) -> None:
+    """Token-array input is valid (and passed on), but MiniLM's ids are not the
+    ones a client's tokenizer made: the local worker says so, as a 400."""
+    for tokens in ([1212, 318, 257], [[1212, 318], [257]]):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.embeddings.create(model="local-embed", input=tokens)
+        assert caught.value.param == "input" and "not token ids" in caught.value.message
+
+
 def test_ledger_records_local_requests_with_real_token_counts(
     gw: Gateway, client: openai.OpenAI
 ) -> None:

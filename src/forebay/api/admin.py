@@ -17,7 +17,7 @@ from starlette.routing import Route
 from forebay.api.errors import error_response
 from forebay.errors import ForebayError, TenancyError, bad_request, not_found
 from forebay.gateway.auth import KeyRing, authenticate, require_admin
-from forebay.ledger.query import parse_since, summarize
+from forebay.ledger.query import GROUPINGS, parse_since, summarize
 from forebay.tenancy.scope import KeyScope, KeyScopeError, check_key_scope
 from forebay.tenancy.store import TenancyStore
 
@@ -147,13 +147,13 @@ def admin_routes(
 
     async def usage(request: Request) -> Response:
         by = request.query_params.get("by", "tenant")
-        if by not in ("tenant", "model", "deployment", "key"):
-            raise bad_request("'by' must be tenant, model, deployment or key.", param="by")
+        if by not in GROUPINGS:
+            raise bad_request(f"'by' must be one of {', '.join(GROUPINGS)}.", param="by")
         try:
             since = parse_since(request.query_params.get("since", "24h"))
         except ValueError as exc:
             raise bad_request(str(exc), param="since") from None
-        rows = await asyncio.to_thread(summarize, engine, since=since, by=by)  # type: ignore[arg-type]
+        rows = await asyncio.to_thread(summarize, engine, since=since, by=by)
         return json_response(
             {"object": "list", "since": since, "by": by, "data": [asdict(r) for r in rows]}
         )

@@ -121,6 +121,10 @@ def _interpolate(
     return value
 
 
+def _per_token(per_million: float | None) -> float | None:
+    return None if per_million is None else per_million / 1e6
+
+
 def _freeze(raw: RawConfig, *, source: str, revision: str, data_dir: Choice) -> Settings:
     assert data_dir.path is not None
     models: dict[str, ModelAlias] = {}
@@ -164,6 +168,8 @@ def _freeze(raw: RawConfig, *, source: str, revision: str, data_dir: Choice) -> 
                     bounds=_bounds(d, raw.local.ctx),
                     adaptive_floor=d.adaptive_floor,
                     **fields,
+                    usd_per_cache_read_token=_per_token(d.price.cache_read_per_million),
+                    usd_per_cache_write_token=_per_token(d.price.cache_write_per_million),
                 )
             )
         models[alias] = ModelAlias(alias, m.kind, m.description, tuple(deps), m.routing)

@@ -27,10 +27,15 @@ from forebay.config.traffic import (
 
 
 class PriceConfig(Strict):
-    """US dollars per million tokens."""
+    """US dollars per million tokens. Input tokens read from the provider's prompt
+    cache, and those written to it, have prices of their own where the provider
+    sets them (Anthropic, OpenAI, Gemini); unset, they cost as ordinary input.
+    Reasoning tokens are output."""
 
     input_per_million: float = Field(0.0, ge=0)
     output_per_million: float = Field(0.0, ge=0)
+    cache_read_per_million: float | None = Field(None, ge=0)
+    cache_write_per_million: float | None = Field(None, ge=0)
 
 
 class EnergyConfig(Strict):

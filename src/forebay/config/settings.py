@@ -74,6 +74,10 @@ class Deployment:
     azure_bearer: bool = False  # azure_openai: api_key is an Entra ID token (Authorization)
     anthropic_version: str = DEFAULT_ANTHROPIC_VERSION
     anthropic_beta: tuple[str, ...] = ()
+    # Prompt tokens read from, and written to, the provider's prompt cache; None:
+    # priced as ordinary input (gateway/metering.py cost_usd).
+    usd_per_cache_read_token: float | None = None
+    usd_per_cache_write_token: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,12 @@ usage_events = Table(
     Column("latency_ms", Float, nullable=False),
     Column("config_revision", String(20), nullable=False),
     Column("traffic_class", String(40), nullable=True),
+    # Parts of prompt_tokens and completion_tokens, priced on their own; the
+    # client's wire protocol (migration 0008).
+    Column("cache_read_tokens", Integer, nullable=False, server_default="0"),
+    Column("cache_write_tokens", Integer, nullable=False, server_default="0"),
+    Column("reasoning_tokens", Integer, nullable=False, server_default="0"),
+    Column("protocol", String(40), nullable=False, server_default="openai_chat"),
     Index("ix_usage_tenant_ts", "tenant_id", "ts"),
     Index("ix_usage_key_ts", "key_id", "ts"),
     Index("ix_usage_ts", "ts"),
@@ -84,7 +90,7 @@ usage_events = Table(
 
 
 def _rollup(name: str, bucket: str) -> Table:
-    """Usage summed per time bucket and (tenant, key, model, deployment).
+    """Usage summed per time bucket and (tenant, key, model, deployment, protocol).
 
     `bucket` counts whole hours or days since the Unix epoch (UTC): an integer
     spelled and compared the same way on SQLite and PostgreSQL. A missing
@@ -100,10 +106,14 @@ def _rollup(name: str, bucket: str) -> Table:
         Column("key_id", String(40), primary_key=True),
         Column("alias", String(200), primary_key=True),
         Column("deployment", String(200), primary_key=True),
+        Column("protocol", String(40), primary_key=True, server_default="openai_chat"),
         Column("requests", BigInteger, nullable=False),
         Column("errors", BigInteger, nullable=False),
         Column("prompt_tokens", BigInteger, nullable=False),
         Column("completion_tokens", BigInteger, nullable=False),
+        Column("cache_read_tokens", BigInteger, nullable=False, server_default="0"),
+        Column("cache_write_tokens", BigInteger, nullable=False, server_default="0"),
+        Column("reasoning_tokens", BigInteger, nullable=False, server_default="0"),
         Column("cost_usd", Float, nullable=False),
         Column("energy_wh", Float, nullable=False),
         Column("latency_ms_sum", Float, nullable=False),

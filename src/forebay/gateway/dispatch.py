@@ -291,7 +291,7 @@ class Dispatcher:
     ) -> Opened:
         upstream = lease.state.upstream
         if not req.stream:
-            reply = await upstream.complete(req.endpoint, payload)
+            reply = await upstream.complete(req.endpoint, payload, req.headers)
             try:
                 body = orjson.loads(reply.body)
             except orjson.JSONDecodeError:
@@ -299,7 +299,7 @@ class Dispatcher:
             if not isinstance(body, dict):
                 raise UpstreamFailure("protocol", "the upstream's answer is not a JSON object")
             return Opened(lease, started, time.perf_counter() - started, reply=reply, body=body)
-        handle = await upstream.open_stream(req.endpoint, payload)
+        handle = await upstream.open_stream(req.endpoint, payload, req.headers)
         chunks = handle.chunks()
         sse = SseRelay(client_wants_usage=req.include_usage, redactor=self._redactor)
         try:
@@ -343,7 +343,7 @@ class Dispatcher:
             ex.completion_tokens = _estimate_completion(obj)
             ex.estimated = True
         else:
-            ex.prompt_tokens, ex.completion_tokens = counts
+            ex.count(counts)
         ex.status = reply.status
         latency = time.perf_counter() - opened.started
         pool.succeeded(opened.lease, None, latency, ex.prompt_tokens, ex.completion_tokens)
@@ -437,7 +437,7 @@ class _Relay:
     def _count(self) -> None:
         ex = self._ex
         if self._sse.usage is not None:
-            ex.prompt_tokens, ex.completion_tokens = self._sse.usage
+            ex.count(self._sse.usage)
         else:
             ex.prompt_tokens = estimate_prompt_tokens(self._req.payload)
             ex.completion_tokens = self._sse.content_events

@@ -10,7 +10,10 @@ tokens; each image, audio and file part at that deployment's configured bound;
 a part of unknown type at its context size), the output by max_tokens (set to
 `limits.default_output_reserve` when a limited caller leaves it out), and the
 reservation is the most any deployment of the alias could cost (twice the
-prompt when the request may be hedged, since the losing try is paid for too).
+prompt when the request may be hedged, since the losing try is paid for too),
+each prompt token at the dearest of the input, cache-read and cache-write
+prices. Settlement charges what the recorder priced (metering.cost_usd: cached
+and cache-written tokens at their own prices, reasoning as output).
 Budget checks carry the spend to start from if their counter is missing (see
 `spend`). Callers without any policy skip this stage entirely.
 """
@@ -31,7 +34,7 @@ from forebay.errors import ForebayError
 # period_bounds is re-exported: cli/limits.py reads it from here.
 from forebay.gateway.counter_keys import budget_key, counter_key
 from forebay.gateway.counter_keys import period_bounds as period_bounds
-from forebay.gateway.metering import prompt_shape
+from forebay.gateway.metering import input_price_bound, prompt_shape
 from forebay.gateway.recorder import Exchange
 from forebay.gateway.spend import SpendTracker
 from forebay.gateway.validate import ParsedRequest, max_output_tokens
@@ -144,8 +147,9 @@ class Limiter:
             if asked is None:
                 # The reservation must bound what the upstream may generate.
                 asked = self._config.default_output_reserve
-                req.payload["max_tokens"] = asked
-            output = asked * _choices(req)
+                _cap_output(req, asked)
+            # A cap of 0 may still yield a token on some servers (llama.cpp).
+            output = max(asked, 1) * _choices(req)
         tokens, usd = _upper_bounds(req, model, output, hedged)
         now = self._clock()
         checks = self.checks_for(subjects, p.tenant_id, tokens=tokens, usd=usd, now=now)
@@ -257,14 +261,34 @@ def _upper_bounds(
     for d in model.deployments:
         prompt = shape.bound(d.bounds)
         tokens = max(tokens, prompt)
-        prompt_usd = prompt * d.usd_per_input_token
+        # Each prompt token at the dearest of its prices (written to the cache, say).
+        prompt_usd = prompt * input_price_bound(d)
         usd = max(usd, prompt_usd * (2 if hedged else 1) + output * d.usd_per_output_token)
     return float(tokens + output), usd
 
 
+def _cap_output(req: ParsedRequest, cap: int) -> None:
+    """Set the output cap the caller left out (or set negative: no limit to llama.cpp)."""
+    payload = req.payload
+    capped = False
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = payload.get(name)
+        if value is not None:
+            payload[name] = cap  # negative: max_output_tokens found no bound
+            capped = True
+    if not capped:
+        payload["max_tokens"] = cap
+
+
 def _choices(req: ParsedRequest) -> int:
+    """How many completions the upstream generates (and bills): `n`, or `best_of`
+    (completions) when larger; validated as integers."""
     n = req.payload.get("n")
-    return n if isinstance(n, int) and n > 0 else 1
+    best_of = req.payload.get("best_of")
+    count = n if isinstance(n, int) else 1
+    if isinstance(best_of, int) and best_of > count:
+        count = best_of
+    return max(count, 1)
 
 
 def _tenant(p: Principal) -> str:

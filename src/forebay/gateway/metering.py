@@ -13,20 +13,40 @@ from typing import Any
 import orjson
 
 from forebay.config.settings import Deployment, PartBounds
+from forebay.protocols.canonical import Usage
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English BPE tokenizers
 _DEFAULT_BOUNDS = PartBounds()
 
 
-def usage_counts(usage: Any) -> tuple[int, int] | None:
-    """(prompt, completion) from an OpenAI `usage` object, or None."""
+def usage_counts(usage: Any) -> Usage | None:
+    """The counts in an OpenAI `usage` object (chat, completions, embeddings), or None.
+
+    `prompt_tokens_details.cached_tokens` (prompt tokens read from the provider's
+    cache) and `completion_tokens_details.reasoning_tokens` are parts of the two
+    totals, as canonical.Usage counts them; a part larger than its total, or not a
+    count at all, is fitted to it, so no upstream can make the cost negative."""
     if not isinstance(usage, dict):
         return None
     prompt = usage.get("prompt_tokens")
     completion = usage.get("completion_tokens", 0)
     if not isinstance(prompt, int):
         return None
-    return prompt, completion if isinstance(completion, int) else 0
+    counts = Usage(prompt, completion if isinstance(completion, int) else 0)
+    details = usage.get("prompt_tokens_details")
+    if details:  # absent or null from most self-hosted servers: two lookups, no more
+        counts.cache_read_tokens = _part(details, "cached_tokens", counts.input_tokens)
+    details = usage.get("completion_tokens_details")
+    if details:
+        counts.reasoning_tokens = _part(details, "reasoning_tokens", counts.output_tokens)
+    return counts
+
+
+def _part(details: Any, name: str, total: int) -> int:
+    value = details.get(name) if isinstance(details, dict) else None
+    if not isinstance(value, int) or value <= 0:
+        return 0
+    return min(value, max(total, 0))
 
 
 # Chat templates wrap each message in a few special tokens (role markers, turn ends),
@@ -232,8 +252,39 @@ def prompt_token_bound(payload: dict[str, Any], bounds: PartBounds = _DEFAULT_BO
     return prompt_shape(payload).bound(bounds)
 
 
-def cost_usd(dep: Deployment, prompt: int, completion: int) -> float:
-    return prompt * dep.usd_per_input_token + completion * dep.usd_per_output_token
+def cost_usd(
+    dep: Deployment, prompt: int, completion: int, cache_read: int = 0, cache_write: int = 0
+) -> float:
+    """What one request costs on `dep`: `prompt` counts every input token, cached
+    ones included, and `completion` every output token, reasoning included, so
+
+        (prompt - cache_read - cache_write) x input + cache_read x cache_read price
+          + cache_write x cache_write price + completion x output
+
+    with an unset cache price meaning the input price. The plain request (no cache
+    tokens) costs two multiplications, as it always did."""
+    cost = prompt * dep.usd_per_input_token + completion * dep.usd_per_output_token
+    if cache_read or cache_write:
+        base = dep.usd_per_input_token
+        cache_read = min(max(cache_read, 0), max(prompt, 0))
+        cache_write = min(max(cache_write, 0), max(prompt, 0) - cache_read)
+        read = dep.usd_per_cache_read_token
+        write = dep.usd_per_cache_write_token
+        if read is not None:
+            cost += cache_read * (read - base)
+        if write is not None:
+            cost += cache_write * (write - base)
+    return cost
+
+
+def input_price_bound(dep: Deployment) -> float:
+    """The most one prompt token can cost on `dep`, whether cached, written to the
+    cache or neither: what a reservation must assume for each."""
+    return max(
+        dep.usd_per_input_token,
+        dep.usd_per_cache_read_token or 0.0,
+        dep.usd_per_cache_write_token or 0.0,
+    )
 
 
 def energy_wh(dep: Deployment, prompt: int, completion: int) -> float:

@@ -25,6 +25,7 @@ from forebay.gateway.redact import Redactor
 from forebay.gateway.traffic import Traffic
 from forebay.gateway.validate import kind_mismatch, parse_json, parse_request
 from forebay.upstreams.base import Endpoint
+from forebay.upstreams.passed_headers import from_client as passable_headers
 
 log = logging.getLogger("forebay")
 
@@ -58,6 +59,7 @@ class Gateway:
         try:
             body = await read_body(request, self._limit)
             req = parse_request(endpoint, parse_json(body, self._limit))
+            req.headers = passable_headers(request.scope["headers"])
             ex.stream = req.stream
             model = self._models.get(req.model)
             if model is None:

@@ -19,6 +19,7 @@ from forebay.config.settings import Deployment
 from forebay.gateway.metering import cost_usd, energy_wh
 from forebay.ledger.events import UsageEvent
 from forebay.ledger.writer import LedgerWriter
+from forebay.protocols.canonical import Usage
 from forebay.telemetry.metrics import Metrics
 from forebay.tenancy.keys import Principal
 from forebay.upstreams.base import Endpoint
@@ -67,6 +68,14 @@ class Exchange:
     route_notes: list[str] = field(default_factory=list)  # e.g. how a hedge went
     class_name: str | None = None
 
+    def count(self, usage: Usage) -> None:
+        """Take the upstream's own counts (canonical.Usage's conventions)."""
+        self.prompt_tokens = usage.input_tokens
+        self.completion_tokens = usage.output_tokens
+        self.cache_read_tokens = usage.cache_read_tokens
+        self.cache_write_tokens = usage.cache_write_tokens
+        self.reasoning_tokens = usage.reasoning_tokens
+
     def mark_first_token(self) -> None:
         if self.ttft_s is None:
             self.ttft_s = time.perf_counter() - self.started
@@ -101,6 +110,7 @@ class Recorder:
                 "stream": ex.stream,
                 "traffic_class": ex.class_name,
                 "config_revision": self._revision,
+                "protocol": ex.protocol,
             },
         )
 
@@ -124,7 +134,17 @@ class Recorder:
         ex.recorded = True
         elapsed = time.perf_counter() - ex.started
         dep = ex.deployment
-        cost = cost_usd(dep, ex.prompt_tokens, ex.completion_tokens) if dep else 0.0
+        cost = (
+            cost_usd(
+                dep,
+                ex.prompt_tokens,
+                ex.completion_tokens,
+                ex.cache_read_tokens,
+                ex.cache_write_tokens,
+            )
+            if dep
+            else 0.0
+        )
         cost += ex.extra_cost_usd
         energy = energy_wh(dep, ex.prompt_tokens, ex.completion_tokens) if dep else 0.0
         p = ex.principal
@@ -152,6 +172,10 @@ class Recorder:
                 latency_ms=elapsed * 1000,
                 config_revision=self._revision,
                 traffic_class=ex.class_name,
+                cache_read_tokens=ex.cache_read_tokens,
+                cache_write_tokens=ex.cache_write_tokens,
+                reasoning_tokens=ex.reasoning_tokens,
+                protocol=ex.protocol,
             )
         )
         self._metrics.observe(

@@ -16,6 +16,7 @@ import orjson
 
 from forebay.gateway.metering import usage_counts
 from forebay.gateway.redact import Redactor
+from forebay.protocols.canonical import Usage
 
 DONE = b"data: [DONE]"
 
@@ -26,7 +27,7 @@ class SseRelay:
         self.torn = False  # the stream ended inside an event
         self._buf = b""
         self._keep_usage_chunk = client_wants_usage
-        self.usage: tuple[int, int] | None = None
+        self.usage: Usage | None = None
         self.content_events = 0
         self.saw_done = False
         self.upstream_error: dict[str, Any] | None = None

@@ -47,6 +47,8 @@ class ParsedRequest:
     model: str
     stream: bool
     include_usage: bool
+    # The caller's headers that may reach an upstream (upstreams/passed_headers.py).
+    headers: dict[str, str] | None = None
 
 
 def parse_json(body: bytes, limit: int) -> dict[str, Any]:
@@ -84,7 +86,7 @@ def _nested_deeper(value: Any, limit: int, depth: int = 1) -> bool:
 
 def parse_request(endpoint: Endpoint, obj: dict[str, Any]) -> ParsedRequest:
     model = obj.get("model")
-    if not isinstance(model, str) or not model:
+    if not isinstance(model, str):
         raise bad_request(
             "'model' is required and must be a string, e.g. \"local\".", param="model"
         )
@@ -104,16 +106,24 @@ def parse_request(endpoint: Endpoint, obj: dict[str, Any]) -> ParsedRequest:
     else:
         _check_completions(obj)
     include_usage = False
-    opts = obj.get("stream_options")
-    if opts is not None:
+    if "stream_options" in obj:
+        opts = obj["stream_options"]
+        if opts is not None and not isinstance(opts, dict):
+            raise bad_request("'stream_options' must be an object or null.", param="stream_options")
         if not stream:
-            raise bad_request(
-                "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
-            )
-        if not isinstance(opts, dict):
-            raise bad_request("'stream_options' must be an object.", param="stream_options")
-        include_usage = opts.get("include_usage") is True
+            # The spec allows it without `stream` (it then means nothing), but vLLM
+            # and others refuse it there: it is not passed on.
+            del obj["stream_options"]
+        elif opts is not None:
+            include_usage = opts.get("include_usage") is True
     return ParsedRequest(endpoint, obj, model, stream, include_usage)
+
+
+# The checks below are the published OpenAI spec's rules (openai/openai-openapi,
+# CreateChatCompletionRequest, CreateCompletionRequest, CreateEmbeddingRequest) for
+# the fields the gateway itself reads, never stricter: an integer is JSON Schema's
+# (2.0 is one; true is not), a nullable field may be null. Whole-number floats are
+# rewritten as integers, since some upstreams (serde-based ones) refuse 2.0.
 
 
 def _check_chat(obj: dict[str, Any]) -> None:
@@ -129,50 +139,118 @@ def _check_chat(obj: dict[str, Any]) -> None:
             raise bad_request(
                 f"messages[{i}] must be an object with a string 'role'.", param=f"messages[{i}]"
             )
+    # Chat's max_tokens and max_completion_tokens have no minimum in the spec.
+    _integer(obj, "max_tokens")
+    _integer(obj, "max_completion_tokens")
     _check_sampling(obj)
 
 
 def _check_completions(obj: dict[str, Any]) -> None:
-    prompt = obj.get("prompt")
-    if prompt is None or (isinstance(prompt, (str, list)) and len(prompt) == 0):
-        raise bad_request("'prompt' is required: a string or a list of strings.", param="prompt")
-    if not isinstance(prompt, (str, list)):
-        raise bad_request("'prompt' must be a string or a list of strings.", param="prompt")
+    if "prompt" not in obj:
+        raise bad_request(
+            "'prompt' is required: a string, a list of strings, a list of token ids "
+            "or a list of lists of token ids.",
+            param="prompt",
+        )
+    prompt = obj["prompt"]
+    if prompt is not None and not isinstance(prompt, str):  # nullable: null means <|endoftext|>
+        _check_texts_or_tokens(obj, "prompt", empty_list_ok=True)
+    _integer(obj, "max_tokens", minimum=0)
+    _integer(obj, "max_completion_tokens")  # not a completions field; limits read it
+    _integer(obj, "best_of", minimum=0)
     _check_sampling(obj)
 
 
 def _check_embeddings(obj: dict[str, Any]) -> None:
-    data = obj.get("input")
-    if data is None or (isinstance(data, (str, list)) and len(data) == 0):
-        raise bad_request(
-            "'input' is required: a string or a non-empty list of strings.", param="input"
-        )
-    if not isinstance(data, (str, list)):
-        raise bad_request("'input' must be a string or a list of strings.", param="input")
+    if not isinstance(obj.get("input"), str):  # any string, "" included
+        _check_texts_or_tokens(obj, "input", empty_list_ok=False)
+
+
+def _check_texts_or_tokens(obj: dict[str, Any], name: str, *, empty_list_ok: bool) -> None:
+    """One of the spec's four forms: a string (checked by the caller), a list of
+    strings, a list of token ids (integers), or a list of non-empty lists of token
+    ids. Only a list of strings may be empty, and only where `empty_list_ok`."""
+    value = obj.get(name)
+    forms = (
+        f"'{name}' must be a string, a list of strings, a list of token ids (integers) "
+        "or a list of non-empty lists of token ids"
+    )
+    if not isinstance(value, list):
+        raise bad_request(f"{forms}.", param=name)
+    if not value:
+        if empty_list_ok:
+            return
+        raise bad_request(f"{forms}; this list is empty.", param=name)
+    first = value[0]
+    if isinstance(first, str):
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise bad_request(
+                    f"{forms}: {name}[{i}] is not a string like the first.", param=name
+                )
+    elif isinstance(first, list):
+        for i, item in enumerate(value):
+            if not isinstance(item, list) or not item:
+                raise bad_request(f"{forms}: {name}[{i}] is not a non-empty list.", param=name)
+            _token_ids(item, f"{name}[{i}]", name, forms)
+    else:
+        _token_ids(value, name, name, forms)
+
+
+def _token_ids(tokens: list[Any], where: str, param: str, forms: str) -> None:
+    for i, token in enumerate(tokens):
+        if type(token) is int:  # the common case: no further look
+            continue
+        whole = _whole_number(token)
+        if whole is None:
+            raise bad_request(f"{forms}: {where}[{i}] is not a token id (an integer).", param=param)
+        tokens[i] = whole
+
+
+def _whole_number(value: Any) -> int | None:
+    """`value` as an int if JSON Schema calls it an integer (7, 7.0; not true)."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return None
+
+
+def _integer(obj: dict[str, Any], name: str, *, minimum: int | None = None) -> None:
+    """A nullable integer field, at least `minimum` where the spec sets one."""
+    value = obj.get(name)
+    if value is None:
+        return
+    n = _whole_number(value)
+    if n is None or (minimum is not None and n < minimum):
+        at_least = "" if minimum is None else f" of at least {minimum}"
+        raise bad_request(f"'{name}' must be an integer{at_least}.", param=name)
+    if type(value) is not int:
+        obj[name] = n
 
 
 def _check_sampling(obj: dict[str, Any]) -> None:
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = obj.get(name)
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or value < 1
-        ):
-            raise bad_request(f"'{name}' must be a positive integer.", param=name)
-    n = obj.get("n")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise bad_request("'n' must be a positive integer.", param="n")
+    _integer(obj, "n", minimum=1)
     temperature = obj.get("temperature")
     if temperature is not None and (
-        not isinstance(temperature, (int, float))
-        or isinstance(temperature, bool)
-        or not 0 <= temperature <= 2
+        type(temperature) not in (int, float) or not 0 <= temperature <= 2
     ):
         raise bad_request("'temperature' must be a number between 0 and 2.", param="temperature")
 
 
 def max_output_tokens(payload: dict[str, Any]) -> int | None:
-    value = payload.get("max_completion_tokens") or payload.get("max_tokens")
-    return value if isinstance(value, int) else None
+    """The most output tokens per choice the caller allows, or None when nothing
+    bounds them: no cap set, or a negative one (llama.cpp reads -1 as no limit).
+    With both caps set, the larger: servers differ in which one they read."""
+    found: int | None = None
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = payload.get(name)
+        if value is None:
+            continue
+        if type(value) is not int or value < 0:  # validated: an int, or a refused request
+            return None
+        found = value if found is None else max(found, value)
+    return found
 
 
 def kind_mismatch(endpoint: Endpoint, alias: str, kind: str) -> ForebayError | None:

@@ -28,6 +28,11 @@ class UsageEvent:
     latency_ms: float
     config_revision: str
     traffic_class: str | None = None
+    # Parts of prompt_tokens and completion_tokens (canonical.Usage's conventions).
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    protocol: str = "openai_chat"  # the client's wire protocol (upstreams.base.WireProtocol)
 
     def row(self) -> dict[str, Any]:
         # A flat comprehension: dataclasses.asdict deep-copies every field and

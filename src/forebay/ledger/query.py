@@ -27,7 +27,8 @@ from sqlalchemy import ColumnElement, Engine, FromClause, Select, case, func, se
 from forebay.db.schema import tenants, usage_events
 from forebay.ledger.rollups import DAILY, HOURLY, Rollup
 
-GroupBy = Literal["tenant", "model", "deployment", "key"]
+GroupBy = Literal["tenant", "model", "deployment", "key", "protocol"]
+GROUPINGS: tuple[GroupBy, ...] = ("tenant", "model", "deployment", "key", "protocol")
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -64,8 +65,11 @@ class UsageRow:
     group: str
     requests: int
     errors: int
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: int  # every input token, cached ones included
+    completion_tokens: int  # reasoning tokens included
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
     cost_usd: float
     energy_wh: float
     avg_latency_ms: float
@@ -96,6 +100,9 @@ def summarize(engine: Engine, *, since: float, by: GroupBy) -> list[UsageRow]:
         func.sum(parts.c.errors).label("errors"),
         func.sum(parts.c.prompt).label("prompt"),
         func.sum(parts.c.completion).label("completion"),
+        func.sum(parts.c.cache_read).label("cache_read"),
+        func.sum(parts.c.cache_write).label("cache_write"),
+        func.sum(parts.c.reasoning).label("reasoning"),
         func.sum(parts.c.cost).label("cost"),
         func.sum(parts.c.energy).label("energy"),
         func.sum(parts.c.latency).label("latency"),
@@ -150,6 +157,7 @@ def _grouped(
         "model": func.coalesce(func.nullif(c.alias, ""), "(no model)"),
         "deployment": func.coalesce(func.nullif(c.deployment, ""), "(none)"),
         "key": func.coalesce(func.nullif(c.key_id, ""), "(no key)"),
+        "protocol": c.protocol,
     }[by]
     joined = src.outerjoin(tenants, c.tenant_id == tenants.c.id) if by == "tenant" else src
     return (
@@ -159,6 +167,9 @@ def _grouped(
             errors.label("errors"),
             func.sum(c.prompt_tokens).label("prompt"),
             func.sum(c.completion_tokens).label("completion"),
+            func.sum(c.cache_read_tokens).label("cache_read"),
+            func.sum(c.cache_write_tokens).label("cache_write"),
+            func.sum(c.reasoning_tokens).label("reasoning"),
             func.sum(c.cost_usd).label("cost"),
             func.sum(c.energy_wh).label("energy"),
             latency.label("latency"),
@@ -179,6 +190,9 @@ def _usage_row(r: Any, avg_latency_ms: float) -> UsageRow:  # an SQL result row
         errors=int(r.errors or 0),
         prompt_tokens=int(r.prompt or 0),
         completion_tokens=int(r.completion or 0),
+        cache_read_tokens=int(r.cache_read or 0),
+        cache_write_tokens=int(r.cache_write or 0),
+        reasoning_tokens=int(r.reasoning or 0),
         cost_usd=float(r.cost or 0.0),
         energy_wh=float(r.energy or 0.0),
         avg_latency_ms=avg_latency_ms,

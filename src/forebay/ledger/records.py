@@ -10,9 +10,10 @@ line, keyed by what it records.
 A `done` record is written on the request path, so it is positional (about a
 quarter of the cost of orjson writing the dataclass by name); the segment's
 header names the positions. Names are column names, so a record written by an
-older or newer version still reads (missing columns are fitted, unknown ones
-ignored). A dead-letter file is a valid spool segment: moved into the spool
-directory it is replayed at the next start (see `replay.py`).
+older or newer version still reads: unknown names are ignored, missing ones
+take what that older version meant (`MISSING`) or are fitted (0 tokens, say).
+A dead-letter file is a valid spool segment: moved into the spool directory it
+is replayed at the next start (see `replay.py`).
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ def _record(obj: dict[str, Any], names: list[str] | None) -> tuple[str, dict[str
     return None
 
 
+# What a record from before a column existed meant by leaving it out: every
+# request came in through OpenAI Chat or Completions before `protocol`.
+MISSING: dict[str, Any] = {"protocol": "openai_chat"}
+
+
 def event_row(fields: dict[str, Any]) -> dict[str, Any]:
     """A usage_events row from a record's fields, fitted to the columns."""
-    return fit_event_row({c: fields.get(c) for c in EVENT_COLUMNS})
+    return fit_event_row({c: fields.get(c, MISSING.get(c)) for c in EVENT_COLUMNS})

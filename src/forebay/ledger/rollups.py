@@ -1,7 +1,7 @@
 """Hourly and daily rollups of the usage ledger, kept current by the writer.
 
 Each batch of events is summed in Python per (bucket, tenant, key, model,
-deployment) and upserted (`INSERT ... ON CONFLICT DO UPDATE`, adding to the
+deployment, protocol) and upserted (`INSERT ... ON CONFLICT DO UPDATE`, adding to the
 sums) in the same transaction as the events themselves, so the rollups never
 disagree with the raw rows. Usage queries read whole hours and days from here
 and only the ragged start of a window from the events (see `query.py`).
@@ -18,8 +18,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from forebay.db.schema import usage_daily, usage_hourly
 
-KEYS = ("tenant_id", "key_id", "alias", "deployment")
-INT_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens")
+KEYS = ("tenant_id", "key_id", "alias", "deployment", "protocol")
+TOKEN_PARTS = ("cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+INT_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", *TOKEN_PARTS)
 FLOAT_SUMS = ("cost_usd", "energy_wh", "latency_ms_sum")
 
 
@@ -60,17 +61,21 @@ def aggregate(rollup: Rollup, events: Iterable[Mapping[str, Any]]) -> list[dict[
             e["key_id"] or "",
             e["alias"] or "",
             e["deployment"] or "",
+            e["protocol"],
         )
         acc = sums.get(key)
         if acc is None:
-            acc = sums[key] = [0, 0, 0, 0, 0.0, 0.0, 0.0]
+            acc = sums[key] = [0, 0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0]
         acc[0] += 1
         acc[1] += 1 if e["status"] >= 400 else 0
         acc[2] += e["prompt_tokens"]
         acc[3] += e["completion_tokens"]
-        acc[4] += e["cost_usd"]
-        acc[5] += e["energy_wh"]
-        acc[6] += e["latency_ms"]
+        acc[4] += e["cache_read_tokens"]
+        acc[5] += e["cache_write_tokens"]
+        acc[6] += e["reasoning_tokens"]
+        acc[7] += e["cost_usd"]
+        acc[8] += e["energy_wh"]
+        acc[9] += e["latency_ms"]
     names = (rollup.bucket_name, *KEYS, *INT_SUMS, *FLOAT_SUMS)
     return [dict(zip(names, (*key, *acc), strict=True)) for key, acc in sorted(sums.items())]
 
@@ -121,9 +126,10 @@ def rebuild_sql(rollup: Rollup, dialect: str) -> str:
         INSERT INTO {rollup.table.name} ({cols})
         SELECT b - CASE WHEN ts < b * {w} THEN 1 ELSE 0 END,
             COALESCE(tenant_id, ''), COALESCE(key_id, ''), COALESCE(alias, ''),
-            COALESCE(deployment, ''), COUNT(*),
+            COALESCE(deployment, ''), protocol, COUNT(*),
             SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(prompt_tokens),
-            SUM(completion_tokens), SUM(cost_usd), SUM(energy_wh), SUM(latency_ms)
+            SUM(completion_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens),
+            SUM(reasoning_tokens), SUM(cost_usd), SUM(energy_wh), SUM(latency_ms)
         FROM (SELECT {approx} AS b, * FROM usage_events) AS e
-        GROUP BY 1, 2, 3, 4, 5
+        GROUP BY 1, 2, 3, 4, 5, 6
     """  # noqa: S608 (no user input: table and column names are constants)

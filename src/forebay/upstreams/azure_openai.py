@@ -10,6 +10,7 @@ gateway reads like any other."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -60,8 +61,12 @@ class AzureOpenAIUpstream(HttpUpstream):
             return {**payload, "model": self._name}
         return payload
 
-    async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> UpstreamReply:
-        return await self._exchange(self._url(endpoint), self._named(endpoint, payload))
+    async def complete(
+        self, endpoint: Endpoint, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> UpstreamReply:
+        return await self._exchange(self._url(endpoint), self._named(endpoint, payload), headers)
 
-    async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> HttpStream:
-        return await self._open(self._url(endpoint), self._named(endpoint, payload))
+    async def open_stream(
+        self, endpoint: Endpoint, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> HttpStream:
+        return await self._open(self._url(endpoint), self._named(endpoint, payload), headers)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -58,8 +58,14 @@ class Upstream(Protocol):
         """A health check off the request path: (healthy, why)."""
         ...
 
-    async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> UpstreamReply: ...
+    # `headers`: the caller's headers that may reach an upstream (passed_headers.py
+    # decides which, and `for_upstream` which of them this upstream's protocol gets).
+    async def complete(
+        self, endpoint: Endpoint, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> UpstreamReply: ...
 
-    async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> UpstreamStream: ...
+    async def open_stream(
+        self, endpoint: Endpoint, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> UpstreamStream: ...
 
     async def close(self) -> None: ...

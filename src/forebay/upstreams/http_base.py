@@ -20,6 +20,7 @@ import orjson
 from forebay.config.settings import Deployment
 from forebay.errors import FailureKind, UpstreamFailure
 from forebay.upstreams.base import Endpoint, UpstreamReply, WireProtocol
+from forebay.upstreams.passed_headers import for_upstream
 from forebay.upstreams.probe import ProbeResult, ProbeTarget, probe
 from forebay.upstreams.retry_hints import retry_after
 from forebay.upstreams.stream import HttpStream
@@ -51,6 +52,7 @@ class HttpUpstream:
         self.base_url = self._base
         self._ready = ready or (lambda: True)
         self._headers = {"content-type": "application/json", **headers}
+        self._configured = frozenset(name.lower() for name in self._headers)
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=deployment.connect_timeout_s, sock_read=deployment.timeout_s
@@ -78,11 +80,17 @@ class HttpUpstream:
         session = self._client()
         return await probe(self.deployment, timeout_s=timeout_s, session=session, target=target)
 
-    async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> UpstreamReply:
-        return await self._exchange(self._url(endpoint), payload)
+    # `headers`: the caller's headers that may reach an upstream (passed_headers.py
+    # picks those this adapter's protocols understand).
+    async def complete(
+        self, endpoint: Endpoint, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> UpstreamReply:
+        return await self._exchange(self._url(endpoint), payload, headers)
 
-    async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> HttpStream:
-        return await self._open(self._url(endpoint), payload)
+    async def open_stream(
+        self, endpoint: Endpoint, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> HttpStream:
+        return await self._open(self._url(endpoint), payload, headers)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -107,16 +115,21 @@ class HttpUpstream:
             )
         return self._session
 
-    async def _post(self, url: str, payload: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _post(
+        self, url: str, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
         data = orjson.dumps(payload)  # the body was checked to be encodable (validate.py)
+        extra = for_upstream(headers, self.wire, self._configured) if headers else None
         try:
-            return await self._client().post(url, data=data)
+            return await self._client().post(url, data=data, headers=extra)
         except TRANSPORT_ERRORS as exc:
             raise transport_failure(exc, answered=False, down_kind=self._down_kind) from None
 
-    async def _exchange(self, url: str, payload: dict[str, Any]) -> UpstreamReply:
+    async def _exchange(
+        self, url: str, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> UpstreamReply:
         """POST and read the whole answer."""
-        resp = await self._post(url, payload)
+        resp = await self._post(url, payload, headers)
         try:
             body = await resp.read()
         except TRANSPORT_ERRORS as exc:
@@ -127,9 +140,11 @@ class HttpUpstream:
             raise self._failure(resp, body[:MAX_ERROR_BODY])
         return UpstreamReply(resp.status, body)
 
-    async def _open(self, url: str, payload: dict[str, Any]) -> HttpStream:
+    async def _open(
+        self, url: str, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> HttpStream:
         """POST and hand back the stream once its status is known to be 2xx."""
-        resp = await self._post(url, payload)
+        resp = await self._post(url, payload, headers)
         if resp.status >= 400:
             try:
                 body = await resp.content.read(MAX_ERROR_BODY)

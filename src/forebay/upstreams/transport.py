@@ -62,7 +62,8 @@ def transport_failure(
 
 
 def request_headers(deployment: Deployment) -> dict[str, str]:
-    """The credentials and extra headers every request to `deployment` carries."""
+    """The credentials and extra headers every request to `deployment` carries; the
+    caller's own headers that may go with them are passed_headers.py's to choose."""
     headers = dict(deployment.headers)
     if deployment.api_key:
         headers["authorization"] = f"Bearer {deployment.api_key}"

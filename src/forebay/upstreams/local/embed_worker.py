@@ -65,6 +65,13 @@ def _error(status: int, message: str, param: str | None = None) -> Response:
 def _inputs(body: Any) -> list[str] | Response:
     raw = body.get("input") if isinstance(body, dict) else None
     texts = [raw] if isinstance(raw, str) else raw
+    if isinstance(texts, list) and texts and isinstance(texts[0], int | list):
+        return _error(
+            400,
+            "this local model embeds text: send 'input' as strings, not token ids "
+            "(its tokenizer is not the one that made them)",
+            "input",
+        )
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         return _error(400, "'input' must be a non-empty string or list of strings", "input")
     if len(texts) > MAX_INPUTS:

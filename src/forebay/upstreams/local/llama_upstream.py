@@ -4,6 +4,7 @@ upstream whose context-overflow error names the settings that size the context
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -21,16 +22,20 @@ class LlamaWorkerUpstream(OpenAICompatUpstream):
         self._ctx = ctx
         self._parallel = parallel
 
-    async def complete(self, endpoint: Endpoint, payload: dict[str, Any]) -> UpstreamReply:
+    async def complete(
+        self, endpoint: Endpoint, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> UpstreamReply:
         try:
-            return await super().complete(endpoint, payload)
+            return await super().complete(endpoint, payload, headers)
         except UpstreamFailure as failure:
             self._explain(failure)
             raise
 
-    async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> HttpStream:
+    async def open_stream(
+        self, endpoint: Endpoint, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> HttpStream:
         try:
-            return await super().open_stream(endpoint, payload)
+            return await super().open_stream(endpoint, payload, headers)
         except UpstreamFailure as failure:
             self._explain(failure)
             raise
