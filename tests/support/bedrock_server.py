@@ -28,6 +28,7 @@ Behaviour by model id (any suffix such as ":0" is ignored):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,7 +107,7 @@ class FakeBedrock:
                 400, "ValidationException", "A conversation must start with a user message."
             )
         roles = [m["role"] for m in body["messages"]]
-        if roles[0] != "user" or any(a == b for a, b in zip(roles, roles[1:], strict=False)):
+        if roles[0] != "user" or any(a == b for a, b in itertools.pairwise(roles)):
             return _error(
                 400,
                 "ValidationException",

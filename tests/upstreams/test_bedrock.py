@@ -157,7 +157,8 @@ def test_config(tmp_path: Path) -> None:
     assert isinstance(up, BedrockUpstream) and up.wire == frozenset({WireProtocol.BEDROCK_CONVERSE})
     path = tmp_path / "f.yaml"
     path.write_text(
-        "models:\n  b:\n    deployments:\n      - {name: r, provider: bedrock, model: m, aws: {region: eu-west-1}}\n"
+        "models:\n  b:\n    deployments:\n"
+        "      - {name: r, provider: bedrock, model: m, aws: {region: eu-west-1}}\n"
     )
     assert load_settings(path, data_dir=tmp_path).models["b"].deployments[0].base_url == (
         "https://bedrock-runtime.eu-west-1.amazonaws.com"

@@ -21,8 +21,8 @@ from forebay.protocols.canonical import (
     GenRequest,
     Message,
     PartStart,
-    ReasoningPart,
     Reasoning,
+    ReasoningPart,
     Stop,
     StreamEnd,
     StreamError,
@@ -117,7 +117,8 @@ async def stream(dep: Deployment, req: GenRequest) -> list[StreamEvent]:
 def test_config_defaults_and_adapter(tmp_path: Path) -> None:
     path = tmp_path / "f.yaml"
     path.write_text(
-        "models:\n  g:\n    deployments:\n      - {name: gem, provider: gemini, model: gemini-2.5-flash}\n"
+        "models:\n  g:\n    deployments:\n"
+        "      - {name: gem, provider: gemini, model: gemini-2.5-flash}\n"
     )
     dep = load_settings(path, data_dir=tmp_path).models["g"].deployments[0]
     assert dep.base_url == "https://generativelanguage.googleapis.com"
