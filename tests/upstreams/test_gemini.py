@@ -15,7 +15,7 @@ import pytest
 
 from forebay.config.load import load_settings
 from forebay.config.settings import Deployment
-from forebay.errors import UpstreamFailure
+from forebay.errors import ConfigError, UpstreamFailure
 from forebay.gateway.failures import Retry, retry_rule
 from forebay.protocols.canonical import (
     GenRequest,
@@ -118,13 +118,16 @@ def test_config_defaults_and_adapter(tmp_path: Path) -> None:
     path = tmp_path / "f.yaml"
     path.write_text(
         "models:\n  g:\n    deployments:\n"
-        "      - {name: gem, provider: gemini, model: gemini-2.5-flash}\n"
+        "      - {name: gem, provider: gemini, model: gemini-2.5-flash, api_key: k}\n"
     )
     dep = load_settings(path, data_dir=tmp_path).models["g"].deployments[0]
     assert dep.base_url == "https://generativelanguage.googleapis.com"
     up = remote_upstream(dep)
     assert isinstance(up, GeminiUpstream)
     assert up.wire == frozenset({WireProtocol.GEMINI})
+    path.write_text(path.read_text().replace(", api_key: k", ""))
+    with pytest.raises(ConfigError, match="needs api_key"):
+        load_settings(path, data_dir=tmp_path)
 
 
 async def test_reply_with_cached_and_reasoning_usage(
