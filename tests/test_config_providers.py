@@ -106,7 +106,12 @@ def test_the_examples_commented_out_in_forebay_example_yaml_are_valid(tmp_path: 
     body = "\n".join(line.replace("  # ", "  ", 1) for line in block.splitlines())
     path = tmp_path / "forebay.yaml"
     path.write_text("models:\n" + body.replace("org-...", "org-x").replace("proj_...", "p") + "\n")
-    keys = {"OPENAI_API_KEY": "a", "AZURE_OPENAI_API_KEY": "b", "ANTHROPIC_API_KEY": "c"}
+    keys = {
+        "OPENAI_API_KEY": "a",
+        "AZURE_OPENAI_API_KEY": "b",
+        "ANTHROPIC_API_KEY": "c",
+        "GEMINI_API_KEY": "d",
+    }
     settings = load_settings(path, data_dir=tmp_path / "data", environ=keys)
     providers = {d.provider for m in settings.models.values() for d in m.deployments}
-    assert providers == {"openai", "azure_openai", "anthropic"}
+    assert providers == {"openai", "azure_openai", "anthropic", "gemini", "bedrock"}

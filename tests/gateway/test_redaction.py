@@ -16,6 +16,7 @@ import pytest
 
 from forebay.gateway.redact import MIN_SECRET_CHARS, Redactor
 from tests.conftest import Gateway, GatewayFactory
+from tests.support.deployments import deployment
 from tests.support.raw_upstream import RawUpstream, encodings
 
 KEY = "sk-upstream/secret+with=odd-chars-0123456789"  # api_key: sent as a bearer token
@@ -131,3 +132,19 @@ def test_clean_bytes_come_back_as_the_same_object() -> None:
     redactor = Redactor([KEY])
     chunk = b'data: {"choices":[{"delta":{"content":"caf\\u00e9 50% \\n done"}}]}\n\n'
     assert redactor.redact(chunk) is chunk
+
+
+def test_aws_secrets_of_a_bedrock_deployment_are_redacted_too() -> None:
+    """Not only `api_key` and `headers:`: a Bedrock deployment's secret access key
+    and session token are secrets as well (Deployment.secrets)."""
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    token = "FwoGZXIvYXdzEBYaDExampleSessionToken0123456789"
+    dep = deployment(
+        "provider: bedrock, model: m, aws: {region: us-east-1, access_key_id: AKIDEXAMPLE,"
+        f" secret_access_key: '{secret}', session_token: '{token}'}}"
+    )
+    redactor = Redactor.for_deployments([dep])
+    leaked = f'{{"message": "signature for {secret} with token {token} is wrong"}}'.encode()
+    out = redactor.redact(leaked)
+    assert secret.encode() not in out and token.encode() not in out
+    assert b"signature for" in out  # the rest of the message is kept

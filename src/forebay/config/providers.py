@@ -11,12 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-Provider = Literal["openai_compat", "local", "openai", "azure_openai", "anthropic"]
+Provider = Literal[
+    "openai_compat", "local", "openai", "azure_openai", "anthropic", "gemini", "bedrock"
+]
 
 DEFAULT_BASE_URLS: Mapping[str, str] = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
 }
+# Bedrock's runtime endpoint is regional; its base_url comes from aws.region.
+BEDROCK_BASE_URL = "https://bedrock-runtime.{region}.amazonaws.com"
 DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 # The newest generally available api-version of Azure's deployment routes
 # (chat/completions, completions, embeddings); the v1 routes (Responses) take none.
@@ -32,10 +37,16 @@ PROVIDER_ONLY: Mapping[str, frozenset[str]] = {
     "azure_ad_token": frozenset({"azure_openai"}),
     "anthropic_version": frozenset({"anthropic"}),
     "anthropic_beta": frozenset({"anthropic"}),
+    "aws": frozenset({"bedrock"}),
 }
 # Providers that cannot work without a key (`api_key` written, even as an
 # ${ENV} that may be empty: config check then says so, as for any empty key).
-NEEDS_KEY = frozenset({"openai", "anthropic"})
+NEEDS_KEY = frozenset({"openai", "anthropic", "gemini"})
+_KEY_ENV = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+}
 # Providers with an embeddings endpoint; the others serve chat aliases only.
 EMBEDS = frozenset({"openai_compat", "local", "openai", "azure_openai"})
 
@@ -53,7 +64,7 @@ def check_provider(provider: str, given: Mapping[str, Any]) -> None:
     if provider == "openai_compat" and not base_url:
         raise ValueError("an openai_compat deployment needs base_url (e.g. http://host:8000/v1)")
     if provider in NEEDS_KEY and given.get("api_key") is None:
-        env = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
+        env = _KEY_ENV[provider]
         raise ValueError(f"a {provider} deployment needs api_key (e.g. api_key: ${{{env}}})")
     if provider == "anthropic" and str(base_url or "").rstrip("/").endswith("/v1"):
         raise ValueError(
@@ -62,6 +73,11 @@ def check_provider(provider: str, given: Mapping[str, Any]) -> None:
         )
     if provider == "azure_openai":
         _check_azure(given)
+    if provider == "bedrock" and given.get("aws") is None:
+        raise ValueError(
+            "a bedrock deployment needs aws: {region: ...} (credentials come from the "
+            "standard AWS chain unless aws: names a profile or keys, or api_key is set)"
+        )
 
 
 def _check_azure(given: Mapping[str, Any]) -> None:
@@ -101,7 +117,24 @@ def provider_settings(provider: str, given: Mapping[str, Any], model: str) -> di
         if token is not None:
             out["api_key"] = token or None
             out["azure_bearer"] = True
+    elif provider == "bedrock":
+        out["aws"] = _aws(given["aws"])
+        out["base_url"] = out["base_url"] or BEDROCK_BASE_URL.format(region=out["aws"].region)
     elif provider == "anthropic":
         out["anthropic_version"] = given.get("anthropic_version") or DEFAULT_ANTHROPIC_VERSION
         out["anthropic_beta"] = tuple(given.get("anthropic_beta") or ())
     return out
+
+
+def _aws(aws: Any) -> Any:
+    """The schema's AwsConfig as runtime AwsSettings; "${VAR:-}" left empty means
+    the standard chain."""
+    from forebay.config.settings import AwsSettings  # settings imports this module
+
+    return AwsSettings(
+        region=aws.region,
+        profile=aws.profile or None,
+        access_key_id=aws.access_key_id or None,
+        secret_access_key=aws.secret_access_key or None,
+        session_token=aws.session_token or None,
+    )

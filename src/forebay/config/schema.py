@@ -69,6 +69,30 @@ class ReserveConfig(Strict):
     file_tokens: int | None = Field(None, ge=0, description="per file part; default context")
 
 
+class AwsConfig(Strict):
+    """How a `bedrock` deployment signs its requests (SigV4). Without keys or a profile,
+    credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+    AWS_SESSION_TOKEN, AWS_PROFILE, the shared files, the instance role), found on the first
+    request and refreshed before they expire. A Bedrock API key goes in the deployment's
+    api_key (or AWS_BEARER_TOKEN_BEDROCK) instead."""
+
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$", description="e.g. us-east-1")
+    profile: str | None = Field(None, min_length=1, description="a profile of ~/.aws/config")
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+    @model_validator(mode="after")
+    def _keys_in_pairs(self) -> AwsConfig:
+        if bool(self.access_key_id) != bool(self.secret_access_key):
+            raise ValueError("set both access_key_id and secret_access_key, or neither")
+        if self.session_token and not self.access_key_id:
+            raise ValueError("session_token needs access_key_id and secret_access_key")
+        if self.profile and self.access_key_id:
+            raise ValueError("set either profile or access keys, not both")
+        return self
+
+
 class DeploymentConfig(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     provider: Provider = "openai_compat"
@@ -119,6 +143,7 @@ class DeploymentConfig(Strict):
     anthropic_beta: list[str] | None = Field(
         None, description="anthropic: beta features, sent as the anthropic-beta header"
     )
+    aws: AwsConfig | None = Field(None, description="bedrock: its region and credentials")
 
     @field_validator("api_version", "anthropic_version", mode="before")
     @classmethod

@@ -43,6 +43,17 @@ class PartBounds:
 
 
 @dataclass(frozen=True, slots=True)
+class AwsSettings:
+    """A bedrock deployment's region and, when given, its own credentials."""
+
+    region: str
+    profile: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Deployment:
     """One place a model alias can be served from, with secrets resolved."""
 
@@ -78,6 +89,14 @@ class Deployment:
     # priced as ordinary input (gateway/metering.py cost_usd).
     usd_per_cache_read_token: float | None = None
     usd_per_cache_write_token: float | None = None
+    aws: AwsSettings | None = None  # bedrock
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured secret of this deployment, for redaction."""
+        found = [self.api_key or "", *(value for _, value in self.headers)]
+        if self.aws is not None:
+            found += [self.aws.secret_access_key or "", self.aws.session_token or ""]
+        return tuple(s for s in found if s)
 
 
 @dataclass(frozen=True, slots=True)

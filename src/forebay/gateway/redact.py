@@ -80,9 +80,7 @@ class Redactor:
     def for_deployments(cls, deployments: Iterable[Deployment]) -> Redactor:
         secrets: list[str] = []
         for dep in deployments:
-            if dep.api_key:
-                secrets.append(dep.api_key)
-            secrets.extend(value for _, value in dep.headers)
+            secrets.extend(dep.secrets())  # keys, configured headers, AWS secrets
         return cls(secrets)
 
     def __bool__(self) -> bool:

@@ -245,6 +245,7 @@ class ReasoningDelta:
     index: int
     text: str = ""
     signature: str | None = None  # arrives whole, usually last
+    redacted: str | None = None  # opaque reasoning (Bedrock redactedContent), base64
 
 
 @dataclass(slots=True)

@@ -14,6 +14,8 @@ from forebay.config.settings import Deployment, Settings
 from forebay.upstreams.anthropic import AnthropicUpstream
 from forebay.upstreams.azure_openai import AzureOpenAIUpstream
 from forebay.upstreams.base import Upstream
+from forebay.upstreams.bedrock import BedrockUpstream
+from forebay.upstreams.gemini import GeminiUpstream
 from forebay.upstreams.openai import OpenAIUpstream
 from forebay.upstreams.openai_compat import OpenAICompatUpstream
 
@@ -27,6 +29,8 @@ REMOTE: dict[str, Callable[[Deployment], Upstream]] = {
     "openai": OpenAIUpstream,
     "azure_openai": AzureOpenAIUpstream,
     "anthropic": AnthropicUpstream,
+    "gemini": GeminiUpstream,
+    "bedrock": BedrockUpstream,
 }
 
 
