@@ -264,7 +264,10 @@ class ResponsesStore:
                 log.error("the database refused stored response %s (%s)", what, type(exc).__name__)
 
     async def _purger(self) -> None:
+        # The first purge a minute after start (not at once: a burst of replicas
+        # restarting would all purge together), then every interval.
         failing = False
+        await asyncio.sleep(min(self._purge_interval_s, 60.0))
         while True:
             try:
                 gone = await asyncio.to_thread(self.table.purge, time.time())
