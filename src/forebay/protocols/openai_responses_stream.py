@@ -232,8 +232,9 @@ class ResponsesStreamEncoder:
         self._emit(out, "error", code=event.type, message=event.message, param=None)
         if not self._started:
             return
+        unsaid: list[bytes] = []  # items cut short are incomplete in the Response, no done events
         for index in sorted(self._open):
-            self._close_part(out, index, "incomplete")
+            self._close_part(unsaid, index, "incomplete")
         error = {"code": "server_error", "message": event.message}
         self.response = self._snapshot("failed", usage=self._usage, error=error)
         self._emit(out, "response.failed", response=self.response)
