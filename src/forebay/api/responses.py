@@ -29,7 +29,7 @@ from forebay.errors import ForebayError, bad_request
 from forebay.gateway.auth import KeyRing, authenticate_tenant
 from forebay.ledger.responses_store import ResponsesStore
 from forebay.protocols.canonical import GenRequest
-from forebay.protocols.openai_responses import request_from
+from forebay.protocols.openai_responses import add_history, request_from
 from forebay.protocols.openai_responses_items import Item, decode_input
 from forebay.protocols.openai_responses_reply import ResponseContext, echo_of
 from forebay.protocols.openai_responses_state import history, listed, record_of
@@ -152,8 +152,8 @@ async def begin_create(store: ResponsesStore, principal: Principal, body: Any) -
     keep = body.get("store")
     if keep is not None and not isinstance(keep, bool):
         raise bad_request("store must be true or false.", param="store")
+    request = request_from(body, items)  # every check before any database read
     previous = body.get("previous_response_id")
-    before: list[Item] = []
     if previous is not None:
         if not isinstance(previous, str) or not previous:
             raise bad_request(
@@ -167,8 +167,7 @@ async def begin_create(store: ResponsesStore, principal: Principal, body: Any) -
                 param="previous_response_id",
                 code="previous_response_not_found",
             )
-        before = history(chain)
-    request = request_from(body, items, before)
+        add_history(request, body, items, history(chain))
     context = ResponseContext(model=body["model"], echo=echo_of(body))
     return Creation(request, context, items, tenant, keep is not False)
 

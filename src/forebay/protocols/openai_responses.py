@@ -84,8 +84,7 @@ def request_from(
     req.tools = decode_tools(body, native, kept)
     req.tool_choice = decode_tool_choice(body, native, kept)
     req.output = decode_format(body, kept)
-    system, req.messages = to_messages([*(history or []), *items])
-    req.system = [*([TextPart(instructions)] if instructions else []), *system]
+    add_history(req, body, items, history or [])
     max_out = body.get("max_output_tokens")
     if max_out is not None and (
         isinstance(max_out, bool) or not isinstance(max_out, int) or max_out < 16
@@ -119,6 +118,17 @@ def request_from(
     if kept:
         req.extras[NAME] = kept
     return req
+
+
+def add_history(
+    req: GenRequest, body: dict[str, Any], items: list[Item], history: list[Item]
+) -> None:
+    """Set the request's messages and system text: the stored conversation
+    `history` (oldest first), then this request's own `items`. Instructions
+    are this request's only: a previous response's are not carried over."""
+    system, req.messages = to_messages([*history, *items])
+    instructions = body.get("instructions")
+    req.system = [*([TextPart(instructions)] if instructions else []), *system]
 
 
 def check_translatable(req: GenRequest) -> None:
