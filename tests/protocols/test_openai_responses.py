@@ -366,6 +366,15 @@ def test_a_stream_error_becomes_an_error_event_and_a_failed_response() -> None:
     failed = events[-1].response
     assert failed.status == "failed" and failed.error is not None and failed.output_text == "par"
     assert failed.output[0].status == "incomplete"
+    assert encoder.encode(TextDelta(0, "more")) == b""  # nothing after the end
+
+
+def test_an_error_before_the_stream_started_is_one_error_event() -> None:
+    encoder = CODEC.stream_encoder(include_usage=True)
+    raw = encoder.encode(StreamError("no upstream", status=503))
+    (event,) = [EVENTS.validate_python(d) for _, d in sse_events(raw)]
+    assert event.type == "error" and event.message == "no upstream" and event.sequence_number == 0
+    assert encoder.encode(StreamStart("x", "m")) == b"" and encoder.response is None
 
 
 # A stream as OpenAI sends it (shape recorded from the API: event lines, obfuscation

@@ -6,11 +6,22 @@ GET, DELETE, input_items and cancel read the tenant's `ResponsesStore`
 exactly like one that never existed, so ids leak nothing.
 
 POST /v1/responses goes through the gateway's pipeline like every generation
-call; around the dispatch it needs `begin_create` (decode the body, expand
-previous_response_id into the conversation so far, fix the Response's id and
-echo) and, once the Response object is known, `finish_create` (store it unless
-the request said store: false). A stream's Response is the encoder's
-`response` after its last event.
+call. Around the dispatch:
+
+1. `creation = await begin_create(store, principal, body)`: decodes the body,
+   expands previous_response_id into the conversation so far (this tenant's
+   responses only) and fixes the Response's id and echo (`creation.context`).
+2. Dispatch `creation.request`. To an upstream that speaks Responses:
+   `CODEC.encode_request(req, upstream_model)` (it sends store: false and no
+   previous_response_id: the state is Forebay's); to any other:
+   `check_translatable(req)` first (hosted tools and the like are a 400), then
+   that protocol's encoder. Relaying the client's bytes untouched is right only
+   when the body has neither store (default true) nor previous_response_id,
+   since the ids the client gets must be Forebay's.
+3. Answer with `CODEC.encode_reply(reply, creation.context)`, or stream with
+   `CODEC.stream_encoder(include_usage=True, ctx=creation.context)`.
+4. `finish_create(store, creation, response)` with that Response (a stream's is
+   the encoder's `response` after its last event; None if it never ended).
 """
 
 from __future__ import annotations

@@ -309,12 +309,12 @@ def encode_content(part: Part, *, output: bool) -> dict[str, Any]:
         url = part.url
         if part.data is not None:
             url = f"data:{part.media_type or 'image/png'};base64,{part.data}"
-        return {
-            "type": "input_image",
-            "image_url": url,
-            "file_id": part.file_id,
-            "detail": part.detail or "auto",
-        }
+        image: dict[str, Any] = {"type": "input_image", "detail": part.detail or "auto"}
+        if url is not None:
+            image["image_url"] = url
+        if part.file_id is not None:
+            image["file_id"] = part.file_id
+        return image
     if isinstance(part, FilePart):
         out: dict[str, Any] = {"type": "input_file"}
         if part.data is not None:

@@ -60,6 +60,7 @@ class ResponsesStreamEncoder:
         self._items: list[dict[str, Any]] = []
         self._open: dict[int, _Open] = {}
         self._started = False
+        self._over = False  # an error ended it
 
     def _emit(self, out: list[bytes], kind: str, **fields: Any) -> None:
         data = orjson.dumps({"type": kind, "sequence_number": self._seq, **fields})
@@ -73,7 +74,7 @@ class ResponsesStreamEncoder:
         )
 
     def encode(self, event: StreamEvent) -> bytes:
-        if self.response is not None:
+        if self.response is not None or self._over:
             return b""  # the stream has ended
         out: list[bytes] = []
         if isinstance(event, StreamStart):
@@ -230,6 +231,7 @@ class ResponsesStreamEncoder:
 
     def _fail(self, out: list[bytes], event: StreamError) -> None:
         self._emit(out, "error", code=event.type, message=event.message, param=None)
+        self._over = True
         if not self._started:
             return
         unsaid: list[bytes] = []  # items cut short are incomplete in the Response, no done events
