@@ -5,6 +5,7 @@ and purge, the previous_response_id chain, and tenant isolation."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -12,10 +13,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
+from forebay.db.engine import make_engine
 from forebay.errors import ForebayError
 from forebay.ledger.responses_store import ResponsesStore
 from forebay.ledger.responses_table import StoredResponse
+from tests.support.servers import free_port
 
 DAY = 86400.0
 StoreFactory = Callable[..., ResponsesStore]
@@ -215,3 +219,37 @@ async def test_too_many_pending_saves_are_refused_and_counted(stores: StoreFacto
     await store.flush()
     assert await store.get("ten_a", "resp_2") is None
     assert store.save(record("resp_3"))  # room again once written
+
+
+async def test_with_the_database_down_saves_stay_readable_and_stop_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dead = make_engine(f"postgresql+psycopg://forebay@127.0.0.1:{free_port()}/none")
+    store = ResponsesStore(dead, retention_s=DAY)
+    store.start()
+    try:
+        store.save(record("resp_a"))
+        store.save(record("resp_b", previous="resp_a"))
+        await asyncio.sleep(0.3)  # the writer has tried and is retrying
+        assert await store.get("ten_a", "resp_b") is not None
+        chain = await store.conversation("ten_a", "resp_b")
+        assert chain is not None and [r.id for r in chain] == ["resp_a", "resp_b"]
+        with pytest.raises(OperationalError):  # another tenant's read needs the database:
+            await store.get("ten_b", "resp_a")  # it fails loudly, never "found"
+    finally:
+        started = time.monotonic()
+        await store.stop(timeout_s=0.5)
+        assert time.monotonic() - started < 5
+        dead.dispose()
+    assert "cannot write stored responses" in caplog.text
+    assert "2 stored responses not written" in caplog.text
+
+
+async def test_a_value_postgresql_refuses_is_fitted(stores: StoreFactory) -> None:
+    store = stores()
+    bad = dataclasses.replace(record("resp_nul"), model="ec\x00ho" + "x" * 300)
+    store.save(bad)
+    await store.flush()
+    got = await stores().get("ten_a", "resp_nul")
+    assert got is not None and got.model == ("echo" + "x" * 300)[:200]
+    assert store.rejected == 0

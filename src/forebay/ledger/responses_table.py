@@ -44,14 +44,19 @@ def _row(r: StoredResponse) -> dict[str, Any]:
         "tenant_id": r.tenant_id,
         "created_at": r.created_at,
         "expires_at": r.expires_at,
-        "model": r.model[:200],
-        "status": r.status[:20],
+        "model": _fit(r.model, 200),
+        "status": _fit(r.status, 20),
         "previous_response_id": r.previous_response_id,
         "input": orjson.dumps(r.input).decode(),
         "output": orjson.dumps(r.output).decode(),
         "usage": orjson.dumps(r.usage).decode() if r.usage is not None else None,
         "body": orjson.dumps(r.body).decode(),
     }
+
+
+def _fit(text: str, size: int) -> str:
+    """A client's string fitted to its column (PostgreSQL refuses NUL in text)."""
+    return text.replace("\x00", "")[:size]
 
 
 def _record(row: Any) -> StoredResponse:
