@@ -152,3 +152,14 @@ models:
     )
     with pytest.raises(ConfigError, match="a, b would all listen on port 18555"):
         load_settings(_write(tmp_path, two), environ={})
+
+
+def test_responses_retention_is_read_and_checked(tmp_path: Path) -> None:
+    text = GOOD + "responses:\n  retention_days: 7\n  max_chain: 50\n"
+    settings = load_settings(_write(tmp_path, text), environ={"UPSTREAM_KEY": "k"})
+    assert (settings.responses.retention_days, settings.responses.max_chain) == (7, 50)
+    for bad in ("  retention_days: 0\n", "  retention_dayz: 7\n"):
+        with pytest.raises(ConfigError, match="retention_day"):
+            load_settings(
+                _write(tmp_path, GOOD + "responses:\n" + bad), environ={"UPSTREAM_KEY": "k"}
+            )

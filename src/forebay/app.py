@@ -27,6 +27,7 @@ from forebay.api.connections import GUARD_HOOK, EdgeGuard, GuardHook
 from forebay.api.errors import error_response
 from forebay.api.openai import openai_routes
 from forebay.api.ops import operator_check, ops_routes, with_metrics_listener
+from forebay.api.responses import responses_routes
 from forebay.config.settings import Settings
 from forebay.db import changes
 from forebay.db.engine import database_url, make_engine
@@ -42,6 +43,7 @@ from forebay.gateway.recorder import Recorder, new_request_id
 from forebay.gateway.redact import Redactor
 from forebay.gateway.traffic import Traffic, build_traffic
 from forebay.ledger.replay import INTERRUPTED_STATUS, replay_spools
+from forebay.ledger.responses_store import ResponsesStore
 from forebay.ledger.spool import Spool
 from forebay.ledger.writer import LedgerWriter
 from forebay.state.counters import CounterStore, InProcessCounters
@@ -78,6 +80,7 @@ class Services:
     limiter: Limiter
     policies: PolicyStore
     traffic: Traffic
+    responses: ResponsesStore
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _seen_change: int = -1
@@ -104,6 +107,7 @@ class Services:
             # Read at scrape time, so a restart shows at once.
             self.metrics.worker_restarts.labels(name).set_function(_restarts_of(worker))
         self.ledger.start()
+        self.responses.start()
         await self.refresh_keys()
         await self.upstreams.start()
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="key-refresh"))
@@ -139,6 +143,7 @@ class Services:
         await self.upstreams.close()
         await self.limiter.drain()
         await self.limiter.store.close()
+        await self.responses.stop()
         await asyncio.to_thread(self.ledger.close)
         self.engine.dispose()
 
@@ -337,6 +342,18 @@ def build_services(settings: Settings, *, env_admin_key: str | None = None) -> S
         limiter,
         PolicyStore(engine),
         traffic,
+        _responses_store(settings, engine),
+    )
+
+
+def _responses_store(settings: Settings, engine: Engine) -> ResponsesStore:
+    cfg = settings.responses
+    return ResponsesStore(
+        engine,
+        retention_s=cfg.retention_days * 86400,
+        max_chain=cfg.max_chain,
+        max_pending=cfg.max_pending,
+        purge_interval_s=cfg.purge_interval_s,
     )
 
 
@@ -416,6 +433,7 @@ def create_app(services: Services) -> Starlette:
 
     routes = [
         *openai_routes(services.gateway, services.keyring, services.settings.models),
+        *responses_routes(services.responses, services.keyring),
         *admin_routes(
             services.store,
             services.keyring,

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, event, insert, select
@@ -26,6 +27,9 @@ from forebay.ledger.events import UsageEvent
 from forebay.ledger.query import GROUPINGS, UsageRow, summarize, summarize_raw
 from forebay.ledger.rollups import DAILY, HOURLY, ROLLUPS, Rollup, aggregate, rebuild
 from forebay.ledger.writer import LedgerWriter
+
+# The newest migration, whichever it is (not a number each new one must edit).
+HEAD = ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 DAY = 86400
 T0 = 1_700_000_000 // DAY * DAY  # a UTC midnight
@@ -159,7 +163,7 @@ def test_migrations_apply_and_are_idempotent(ledger_engine: Engine) -> None:
     want = {"ix_usage_tenant_ts", "ix_usage_key_ts", "ix_usage_ts", "ux_usage_request_id"}
     assert want <= indexes
     with ledger_engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0008"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == HEAD
 
 
 def test_writer_persists_batches_and_keeps_rollups_equal_to_events(ledger_engine: Engine) -> None:
@@ -386,6 +390,6 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(upgrade, engines))  # raises if two raced to create a table
     with engines[0].connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0008",)]
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [(HEAD,)]
     for engine in engines:
         engine.dispose()

@@ -195,6 +195,7 @@ def _freeze(raw: RawConfig, *, source: str, revision: str, data_dir: Choice) -> 
         auth=raw.auth,
         server=raw.server,
         probes=raw.probes,
+        responses=raw.responses,
     )
 
 

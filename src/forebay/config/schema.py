@@ -256,6 +256,20 @@ class LedgerConfig(Strict):
     )
 
 
+class ResponsesConfig(Strict):
+    """Responses kept for `previous_response_id` and GET /v1/responses/{id} (the
+    Responses API stores by default), in the ledger database, per tenant."""
+
+    retention_days: float = Field(30.0, gt=0, description="a stored response is deleted after")
+    purge_interval_s: float = Field(3600.0, gt=0, description="how often expired ones are purged")
+    max_chain: int = Field(
+        1000, ge=1, description="previous responses one request may continue at most"
+    )
+    max_pending: int = Field(
+        10_000, ge=1, description="responses waiting to be written, at most (memory bound)"
+    )
+
+
 class AuthThrottleConfig(Strict):
     """Refuse (429) every request from a source address that failed
     authentication `max_failures` times within `window_s`, for `window_s`.
@@ -314,6 +328,7 @@ class RawConfig(Strict):
     redis: RedisConfig = RedisConfig()
     limits: LimitsConfig = LimitsConfig()
     ledger: LedgerConfig = LedgerConfig()
+    responses: ResponsesConfig = ResponsesConfig()
     auth: AuthConfig = AuthConfig()
     local: LocalConfig = LocalConfig()
     # How often each replica checks the database's change counter (one single-row SELECT);

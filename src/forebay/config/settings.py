@@ -21,6 +21,7 @@ from forebay.config.schema import (
     LocalConfig,
     ProbeConfig,
     RedisConfig,
+    ResponsesConfig,
     ServerConfig,
 )
 from forebay.config.traffic import (
@@ -131,6 +132,7 @@ class Settings:
     auth: AuthConfig = field(default_factory=AuthConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
+    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
     # What chose the config file and the data directory (a flag, a variable,
     # the file, the default): printed by `serve`, named when a store is missing.
     config_origin: str = ""

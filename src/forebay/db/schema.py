@@ -144,3 +144,25 @@ changes = Table(
     Column("id", Integer, primary_key=True),
     Column("seq", BigInteger, nullable=False),
 )
+
+# Responses kept for previous_response_id and GET /v1/responses/{id} (migration
+# 0009): always read with the tenant in the WHERE clause. `input` and `output`
+# are the items as canonical JSON (protocols/canonical_json.py), `body` the
+# Response object as the client got it; `expires_at` is when the purge may drop it.
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(40), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("previous_response_id", String(64), nullable=True),
+    Column("input", Text, nullable=False),
+    Column("output", Text, nullable=False),
+    Column("usage", Text, nullable=True),
+    Column("body", Text, nullable=False),
+    Index("ix_responses_tenant_created", "tenant_id", "created_at"),
+    Index("ix_responses_expires", "expires_at"),
+)

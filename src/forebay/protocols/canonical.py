@@ -43,6 +43,7 @@ class ImagePart:
     media_type: str | None = None
     detail: str | None = None  # OpenAI's "low" / "high" / "auto"
     cache_control: dict[str, Any] | None = None
+    file_id: str | None = None  # an image uploaded to the provider (OpenAI Responses input_image)
 
 
 @dataclass(slots=True)
@@ -226,6 +227,7 @@ class PartStart:
     kind: Literal["text", "tool_call", "reasoning"]
     tool_call_id: str | None = None
     tool_name: str | None = None
+    item_id: str | None = None  # the wire's own id of the output item (OpenAI Responses rs_...)
 
 
 @dataclass(slots=True)
@@ -245,7 +247,9 @@ class ReasoningDelta:
     index: int
     text: str = ""
     signature: str | None = None  # arrives whole, usually last
-    redacted: str | None = None  # opaque reasoning (Bedrock redactedContent), base64
+    redacted: str | None = (
+        None  # opaque reasoning (Bedrock redactedContent, OpenAI encrypted_content)
+    )
 
 
 @dataclass(slots=True)

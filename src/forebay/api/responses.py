@@ -1,0 +1,197 @@
+"""The Responses API's stored-response routes, and the parts of
+POST /v1/responses that are not dispatch.
+
+GET, DELETE, input_items and cancel read the tenant's `ResponsesStore`
+(ledger/responses_store.py); a response of another tenant is "not found",
+exactly like one that never existed, so ids leak nothing.
+
+POST /v1/responses goes through the gateway's pipeline like every generation
+call. Around the dispatch:
+
+1. `creation = await begin_create(store, principal, body)`: decodes the body,
+   expands previous_response_id into the conversation so far (this tenant's
+   responses only) and fixes the Response's id and echo (`creation.context`).
+2. Dispatch `creation.request`. To an upstream that speaks Responses:
+   `CODEC.encode_request(req, upstream_model)` (it sends store: false and no
+   previous_response_id: the state is Forebay's); to any other:
+   `check_translatable(req)` first (hosted tools and the like are a 400), then
+   that protocol's encoder. Relaying the client's bytes untouched is right only
+   when the body has neither store (default true) nor previous_response_id,
+   since the ids the client gets must be Forebay's.
+3. Answer with `CODEC.encode_reply(reply, creation.context)`, or stream with
+   `CODEC.stream_encoder(include_usage=True, ctx=creation.context)`.
+4. `finish_create(store, creation, response)` with that Response (a stream's is
+   the encoder's `response` after its last event; None if it never ended).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from forebay.api.errors import error_response
+from forebay.errors import ForebayError, bad_request
+from forebay.gateway.auth import KeyRing, authenticate_tenant
+from forebay.ledger.responses_store import ResponsesStore
+from forebay.protocols.canonical import GenRequest
+from forebay.protocols.openai_responses import add_history, request_from
+from forebay.protocols.openai_responses_items import Item, decode_input
+from forebay.protocols.openai_responses_reply import ResponseContext, echo_of
+from forebay.protocols.openai_responses_state import history, listed, record_of
+from forebay.tenancy.keys import Principal
+
+MAX_ID = 100  # longer than any id Forebay makes: not found without a lookup
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+def _not_found(response_id: str) -> ForebayError:
+    return ForebayError(404, f"Response with id '{response_id[:MAX_ID]}' not found.", param=None)
+
+
+def _tenant(principal: Principal) -> str:
+    assert principal.tenant_id is not None  # authenticate_tenant refuses keys without one
+    return principal.tenant_id
+
+
+def responses_routes(store: ResponsesStore, keyring: KeyRing) -> list[Route]:
+    Handler = Callable[[Request, str, str], Awaitable[Response]]
+
+    def route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                tenant = _tenant(authenticate_tenant(keyring, request))
+                response_id = request.path_params["response_id"]
+                if len(response_id) > MAX_ID:
+                    raise _not_found(response_id)
+                return await handler(request, tenant, response_id)
+            except ForebayError as err:
+                return error_response(err)
+
+        return endpoint
+
+    async def retrieve(request: Request, tenant: str, response_id: str) -> Response:
+        if request.query_params.get("stream", "false").lower() not in ("false", "0"):
+            raise bad_request(
+                "Replaying a stored response as a stream (stream=true) is not supported; "
+                "retrieve it without stream.",
+                param="stream",
+            )
+        record = await store.get(tenant, response_id)
+        if record is None:
+            raise _not_found(response_id)
+        return _json(record.body)
+
+    async def remove(request: Request, tenant: str, response_id: str) -> Response:
+        if not await store.delete(tenant, response_id):
+            raise _not_found(response_id)
+        return _json({"id": response_id, "object": "response.deleted", "deleted": True})
+
+    async def input_items(request: Request, tenant: str, response_id: str) -> Response:
+        query = request.query_params
+        limit_text = query.get("limit", "20")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+            raise bad_request("limit must be an integer from 1 to 100.", param="limit")
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise bad_request("order must be asc or desc.", param="order")
+        direction: Literal["asc", "desc"] = "asc" if order == "asc" else "desc"
+        page = await store.input_items(
+            tenant, response_id, after=query.get("after"), limit=int(limit_text), order=direction
+        )
+        if page is None:
+            raise _not_found(response_id)
+        data = listed(response_id, page.data)
+        return _json(
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": page.has_more,
+            }
+        )
+
+    async def cancel(request: Request, tenant: str, response_id: str) -> Response:
+        if await store.get(tenant, response_id) is None:
+            raise _not_found(response_id)
+        # Forebay runs no background responses, and only those can be cancelled.
+        raise bad_request(
+            "Only responses created with background=true can be cancelled; this one was not."
+        )
+
+    path = "/v1/responses/{response_id}"
+    return [
+        Route(path, route(retrieve), methods=["GET"]),
+        Route(path, route(remove), methods=["DELETE"]),
+        Route(f"{path}/input_items", route(input_items), methods=["GET"]),
+        Route(f"{path}/cancel", route(cancel), methods=["POST"]),
+    ]
+
+
+# ---------------------------------------------------------------- POST /v1/responses
+
+
+@dataclass(slots=True)
+class Creation:
+    """One POST /v1/responses, decoded: `request` is what is dispatched (the
+    stored conversation already in its messages); `context` fixes the id and
+    echo of the Response to encode (encode_reply / stream_encoder take it)."""
+
+    request: GenRequest
+    context: ResponseContext
+    input_items: list[Item]
+    tenant_id: str
+    store: bool
+
+
+async def begin_create(store: ResponsesStore, principal: Principal, body: Any) -> Creation:
+    """Decode a create request for `principal`'s tenant. previous_response_id
+    is looked up among that tenant's responses only: another's is not found."""
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    tenant = _tenant(principal)
+    items = decode_input(body.get("input", []))
+    keep = body.get("store")
+    if keep is not None and not isinstance(keep, bool):
+        raise bad_request("store must be true or false.", param="store")
+    request = request_from(body, items)  # every check before any database read
+    previous = body.get("previous_response_id")
+    if previous is not None:
+        if not isinstance(previous, str) or not previous:
+            raise bad_request(
+                "previous_response_id must be a string.", param="previous_response_id"
+            )
+        chain = await store.conversation(tenant, previous) if len(previous) <= MAX_ID else None
+        if chain is None:
+            raise ForebayError(
+                404,
+                f"Previous response with id '{previous[:MAX_ID]}' not found.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
+        add_history(request, body, items, history(chain))
+    context = ResponseContext(model=body["model"], echo=echo_of(body))
+    return Creation(request, context, items, tenant, keep is not False)
+
+
+def finish_create(store: ResponsesStore, creation: Creation, response: dict[str, Any]) -> bool:
+    """Store the Response object the client got (unless store: false); True
+    when queued. Never waits for the database (see ResponsesStore.save)."""
+    if not creation.store:
+        return False
+    record = record_of(
+        response,
+        tenant_id=creation.tenant_id,
+        input_items=creation.input_items,
+        expires_at=store.expiry(float(response["created_at"])),
+    )
+    return store.save(record)
