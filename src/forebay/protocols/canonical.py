@@ -226,6 +226,7 @@ class PartStart:
     kind: Literal["text", "tool_call", "reasoning"]
     tool_call_id: str | None = None
     tool_name: str | None = None
+    redacted: str | None = None  # a reasoning part that arrives whole and opaque
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ import orjson
 
 from forebay.config.settings import Deployment
 from forebay.errors import FailureKind, UpstreamFailure
-from forebay.upstreams.base import Endpoint, UpstreamReply
+from forebay.upstreams.base import Endpoint, UpstreamReply, WireProtocol
 from forebay.upstreams.probe import ProbeResult, probe
 from forebay.upstreams.transport import TRANSPORT_ERRORS, request_headers, transport_failure
 
@@ -24,6 +24,8 @@ _MAX_ERROR_BODY = 64 * 1024
 
 
 class OpenAICompatUpstream:
+    wire: frozenset[WireProtocol] = frozenset({WireProtocol.OPENAI_CHAT})
+
     def __init__(
         self,
         deployment: Deployment,
