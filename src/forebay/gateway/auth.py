@@ -46,7 +46,8 @@ class KeyRing:
 
 
 def bearer_key(authorization: str | None, api_key_header: str | None) -> str | None:
-    """The key from `Authorization: Bearer …` (OpenAI) or `api-key` (Azure style)."""
+    """The key from `Authorization: Bearer …` (OpenAI), or a key header
+    (`x-api-key` as Anthropic's clients send it, `api-key` as Azure's do)."""
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
@@ -63,7 +64,8 @@ def authenticate(ring: KeyRing, request: Request) -> Principal:
         failures.check(source_of(request))
     headers = request.headers
     authorization = headers.get("authorization")
-    key = bearer_key(authorization, headers.get("api-key"))
+    key_header = None if authorization else headers.get("x-api-key") or headers.get("api-key")
+    key = bearer_key(authorization, key_header)
     if key is None:
         if authorization:
             failures.failed(source_of(request), "malformed")

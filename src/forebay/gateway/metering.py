@@ -19,14 +19,47 @@ _DEFAULT_BOUNDS = PartBounds()
 
 
 def usage_counts(usage: Any) -> tuple[int, int] | None:
-    """(prompt, completion) from an OpenAI `usage` object, or None."""
+    """(prompt, completion) from a `usage` object, or None: Chat's, or the
+    `input_tokens` / `output_tokens` of Responses and Anthropic (whose cache
+    tokens are counted outside `input_tokens`, and are added back here)."""
     if not isinstance(usage, dict):
         return None
     prompt = usage.get("prompt_tokens")
+    if not isinstance(prompt, int):
+        return _input_output(usage)
     completion = usage.get("completion_tokens", 0)
+    return prompt, completion if isinstance(completion, int) else 0
+
+
+def _input_output(usage: dict[str, Any]) -> tuple[int, int] | None:
+    prompt = usage.get("input_tokens")
     if not isinstance(prompt, int):
         return None
+    for key in ("cache_read_input_tokens", "cache_creation_input_tokens"):
+        extra = usage.get(key)
+        if isinstance(extra, int):
+            prompt += extra
+    completion = usage.get("output_tokens", 0)
     return prompt, completion if isinstance(completion, int) else 0
+
+
+def usage_details(usage: Any) -> tuple[int, int, int] | None:
+    """(cache read, cache write, reasoning) tokens of a usage object, None when
+    it reports none: Chat's and Responses' `*_tokens_details`, Anthropic's
+    `cache_*_input_tokens`."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+    completion = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
+    read = _count(prompt, "cached_tokens") or _count(usage, "cache_read_input_tokens")
+    write = _count(usage, "cache_creation_input_tokens")
+    reasoning = _count(completion, "reasoning_tokens")
+    return (read, write, reasoning) if read or write or reasoning else None
+
+
+def _count(obj: Any, key: str) -> int:
+    value = obj.get(key) if isinstance(obj, dict) else None
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 # Chat templates wrap each message in a few special tokens (role markers, turn ends),

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from forebay.gateway.metering import usage_counts
+from forebay.gateway.metering import usage_counts, usage_details
 from forebay.gateway.redact import Redactor
 
 DONE = b"data: [DONE]"
@@ -27,6 +27,7 @@ class SseRelay:
         self._buf = b""
         self._keep_usage_chunk = client_wants_usage
         self.usage: tuple[int, int] | None = None
+        self.details: tuple[int, int, int] | None = None  # cache read, cache write, reasoning
         self.content_events = 0
         self.saw_done = False
         self.upstream_error: dict[str, Any] | None = None
@@ -72,10 +73,14 @@ class SseRelay:
         counts = usage_counts(payload.get("usage"))
         if counts is not None:
             self.usage = counts
+            self.details = usage_details(payload["usage"])
             if not payload.get("choices"):
                 return self._keep_usage_chunk
         self.content_events += 1
         return True
+
+    def error_event(self, message: str, code: str) -> bytes:
+        return error_event(message, code)
 
     def tail(self) -> bytes:
         """The last event when the upstream ended it without its blank line; an
