@@ -219,9 +219,11 @@ def test_errors_are_the_sdks_typed_exceptions(gw: Gateway, client: anthropic.Ant
     with pytest.raises(anthropic.NotFoundError) as nf:
         client.messages.create(model="nope", max_tokens=5, messages=hi)
     assert nf.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
-    with anthropic.Anthropic(base_url=gw.url, api_key="sk-fb-wrong", max_retries=0) as bad:
-        with pytest.raises(anthropic.AuthenticationError):
-            bad.messages.create(model="echo", max_tokens=5, messages=hi)
+    with (
+        anthropic.Anthropic(base_url=gw.url, api_key="sk-fb-wrong", max_retries=0) as bad,
+        pytest.raises(anthropic.AuthenticationError),
+    ):
+        bad.messages.create(model="echo", max_tokens=5, messages=hi)
     with pytest.raises(anthropic.BadRequestError) as br:
         client.messages.create(model="embed", max_tokens=5, messages=hi)
     assert br.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]

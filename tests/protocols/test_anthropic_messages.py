@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (transcripts are kept verbatim, one event a line)
 """The Anthropic Messages codec against transcripts written by hand from
 Anthropic's API reference (Messages, streaming, prompt caching, extended
 thinking, tool use)."""

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (transcripts are kept verbatim, one event a line)
 """The Chat Completions codec against transcripts written by hand from
 OpenAI's API reference (chat object, chunk object, streaming with
 include_usage, tool calls) and vLLM's extensions to it."""
