@@ -165,7 +165,7 @@ def _block(block: dict[str, Any], where: str) -> list[Part]:
         ]
     if kind == "redacted_thinking":
         return [ReasoningPart(redacted=opt_str(block.get("data"), f"{where}.data") or "")]
-    if kind in SERVER_BLOCKS:
+    if isinstance(kind, str) and kind in SERVER_BLOCKS:
         return []
     raise bad_request(
         f"{where}.type is {str(kind)[:40]!r}; content blocks are text, image, document, "
@@ -237,7 +237,7 @@ def _tool_choice(choice: Any) -> ToolChoice | None:
     c = as_dict(choice, "tool_choice")
     kind = c.get("type")
     modes = {"auto": "auto", "any": "required", "tool": "tool", "none": "none"}
-    if kind not in modes:
+    if not isinstance(kind, str) or kind not in modes:
         raise bad_request("tool_choice.type must be auto, any, tool or none.", param="tool_choice")
     name = opt_str(c.get("name"), "tool_choice.name")
     if kind == "tool" and not name:

@@ -92,7 +92,7 @@ class MessagesStreamDecoder:
         elif kind == "content_block_start":
             self._start(obj, out)
         elif kind == "content_block_stop":
-            index = self._index.get(obj.get("index"))  # type: ignore[arg-type]
+            index = self._part(obj)
             if index is not None:
                 out.append(PartStop(index))
         elif kind == "message_start":
@@ -125,6 +125,10 @@ class MessagesStreamDecoder:
             )
         # ping, and event types added after this was written: nothing to carry
 
+    def _part(self, obj: dict[str, Any]) -> int | None:
+        at = obj.get("index")
+        return self._index.get(at) if isinstance(at, int) else None
+
     def _start(self, obj: dict[str, Any], out: list[StreamEvent]) -> None:
         block = obj.get("content_block")
         at = obj.get("index")
@@ -151,7 +155,7 @@ class MessagesStreamDecoder:
         # server tools' blocks have no canonical form: their events are skipped
 
     def _delta(self, obj: dict[str, Any], out: list[StreamEvent]) -> None:
-        index = self._index.get(obj.get("index"))  # type: ignore[arg-type]
+        index = self._part(obj)
         delta = obj.get("delta")
         if index is None or not isinstance(delta, dict):
             return

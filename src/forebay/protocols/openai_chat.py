@@ -106,8 +106,9 @@ def _message(m: dict[str, Any], i: int) -> Message | list[TextPart]:
         reasoning = m.get("reasoning_content") or m.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             parts.insert(0, ReasoningPart(text=reasoning))
-        for j, call in enumerate(as_list(m.get("tool_calls") or [], f"{where}.tool_calls")):
-            fn = as_dict(as_dict(call).get("function"))
+        for j, item in enumerate(as_list(m.get("tool_calls") or [], f"{where}.tool_calls")):
+            call = as_dict(item, f"{where}.tool_calls[{j}]")
+            fn = as_dict(call.get("function"))
             parts.append(
                 ToolCallPart(
                     id=opt_str(call.get("id"), f"{where}.tool_calls[{j}].id") or f"call_{j}",
@@ -129,8 +130,9 @@ def _message(m: dict[str, Any], i: int) -> Message | list[TextPart]:
 
 def _tools(tools: Any) -> list[Tool]:
     out = []
-    for i, t in enumerate(as_list(tools, "tools")):
-        if as_dict(t).get("type", "function") != "function":
+    for i, item in enumerate(as_list(tools, "tools")):
+        t = as_dict(item, f"tools[{i}]")
+        if t.get("type", "function") != "function":
             raise bad_request(
                 f"tools[{i}] is not a function tool; only function tools can be translated "
                 "for this model's deployment.",
@@ -256,7 +258,8 @@ def decode_reply(body: dict[str, Any]) -> GenReply:
     refusal = msg.get("refusal")
     if isinstance(refusal, str) and refusal:
         parts.append(TextPart(refusal))
-    for i, call in enumerate(msg.get("tool_calls") or ()):
+    calls = msg.get("tool_calls")
+    for i, call in enumerate(calls if isinstance(calls, list) else ()):
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict):
             raise UpstreamFailure("protocol", "the upstream's answer has a malformed tool call")

@@ -100,7 +100,8 @@ class ChatStreamDecoder:
         usage = usage_of(obj.get("usage"))
         if usage is not None:
             self._usage = usage
-        for choice in obj.get("choices") or ():
+        choices = obj.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
             if isinstance(choice, dict) and choice.get("index", 0) == 0:
                 self._choice(choice, out)
 
@@ -115,7 +116,8 @@ class ChatStreamDecoder:
             if isinstance(text, str) and text:
                 self._text = self._switch(self._text, "text", out)
                 out.append(TextDelta(self._text, text))
-            for call in delta.get("tool_calls") or ():
+            calls = delta.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
                 if isinstance(call, dict):
                     self._tool_call(call, out)
         finish = choice.get("finish_reason")
