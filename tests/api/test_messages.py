@@ -40,6 +40,7 @@ def gw(make_gateway: GatewayFactory, upstream: Upstream, raw: RawUpstream) -> Ga
     return make_gateway(
         f"""
     key_refresh_s: 0.2
+    server: {{max_body_bytes: 65536}}
     ledger: {{flush_interval_s: 0.05}}
     resilience: {{backoff_base_ms: 10, backoff_cap_ms: 50}}
     models:
@@ -50,6 +51,9 @@ def gw(make_gateway: GatewayFactory, upstream: Upstream, raw: RawUpstream) -> Ga
       claude:
         deployments:
           - {{name: fake-tools, base_url: "{fake}", model: tools}}
+      down:
+        deployments:
+          - {{name: fake-down, base_url: "{fake}", model: fail-503}}
       mid:
         deployments:
           - {{name: fake-mid, base_url: "{fake}", model: mid-error}}
@@ -229,6 +233,16 @@ def test_errors_are_the_sdks_typed_exceptions(gw: Gateway, client: anthropic.Ant
     assert br.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
 
 
+def test_an_overloaded_upstream_is_anthropics_529(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.OverloadedError) as err:
+        client.messages.create(
+            model="down", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert err.value.status_code == 529
+    assert err.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    assert err.value.response.headers["retry-after"]
+
+
 @pytest.mark.parametrize(
     ("body", "says"),
     [
@@ -278,6 +292,15 @@ def test_not_json_and_bad_version_are_400s(gw: Gateway) -> None:
     # Without the header at all: served (as 2023-06-01).
     resp = httpx.post(f"{gw.url}/v1/messages", json=body, headers={"x-api-key": gw.tenant_key})
     assert resp.status_code == 200, resp.text
+
+
+def test_body_over_the_limit_is_request_too_large(gw: Gateway) -> None:
+    body = {
+        "model": "echo",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x" * 70_000}],
+    }
+    _error(_post(gw, body), 413, "request_too_large")
 
 
 def test_missing_key_and_unknown_method_in_anthropics_envelope(gw: Gateway) -> None:

@@ -22,7 +22,6 @@ def test_messages_on_the_embedded_model(tmp_path: Path) -> None:
             msg = sdk.messages.create(
                 model="local",
                 max_tokens=8,
-                temperature=0,
                 system="Answer in one word.",
                 messages=[{"role": "user", "content": "Name a colour."}],
             )
