@@ -43,7 +43,15 @@ def gw(make_gateway: GatewayFactory, upstream: Upstream, raw: RawUpstream) -> Ga
     server: {{max_body_bytes: 65536}}
     ledger: {{flush_interval_s: 0.05}}
     resilience: {{backoff_base_ms: 10, backoff_cap_ms: 50}}
+    classes:
+      realtime: {{priority: 0, ttft_slo_ms: 100, deadline_ms: 9000, max_queue_ms: 900,
+                 hedge: true}}
+      interactive: {{priority: 1, ttft_slo_ms: 2000, deadline_ms: 30000, max_queue_ms: 5000}}
     models:
+      hedged:
+        deployments:
+          - {{name: slow, base_url: "{fake}", model: slow-1500, adaptive_concurrency: false}}
+          - {{name: fast, base_url: "{fake}", model: echo, adaptive_concurrency: false}}
       echo:
         deployments:
           - {{name: fake-echo, base_url: "{fake}", model: echo,
@@ -213,6 +221,16 @@ def test_bearer_auth_works_too(gw: Gateway) -> None:
             model="echo", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
         )
     assert msg.content[0].text == "hi"  # type: ignore[union-attr]
+
+
+def test_a_translated_request_hedges_and_gives_both_slots_back(gw: Gateway) -> None:
+    body = {"model": "hedged", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"x-api-key": gw.tenant_key, "x-forebay-class": "realtime"}
+    resp = httpx.post(f"{gw.url}/v1/messages", json=body, headers=headers, timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["content"] == [{"type": "text", "text": "hi"}]
+    assert "hedged after 100 ms: slow lost" in resp.headers["x-forebay-route"]
+    assert _busy(gw) == {}
 
 
 # -- errors as the SDK's typed exceptions ----------------------------------------------

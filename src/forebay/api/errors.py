@@ -1,5 +1,6 @@
-"""Render a `ForebayError` in OpenAI's error envelope, so every client SDK shows
-our messages as-is."""
+"""Render a `ForebayError` in the caller's envelope, OpenAI's or (on the
+Messages routes) Anthropic's, so every client SDK shows our messages as-is
+and raises its own typed exception for them."""
 
 from __future__ import annotations
 
