@@ -13,8 +13,9 @@ import httpx
 import orjson
 import pytest
 
+from forebay.gateway.recorder import Exchange
 from tests.conftest import Gateway, GatewayFactory, Upstream
-from tests.support.openai_server import TOOLS_CACHED
+from tests.support.openai_server import TOOLS_CACHED, TOOLS_REASONING
 from tests.support.raw_upstream import RawUpstream
 
 WEATHER = {
@@ -415,3 +416,54 @@ def test_secrets_are_redacted_from_translated_answers(gw: Gateway, raw: RawUpstr
     assert secret not in resp.text and "[redacted]" in resp.text
     streamed = _post(gw, {**body, "stream": True})
     assert secret not in streamed.text and "[redacted]" in streamed.text
+
+
+# -- accounting --------------------------------------------------------------------
+
+
+@pytest.fixture
+def exchanges(gw: Gateway) -> list[Exchange]:
+    """Every request's Exchange as the recorder is handed it."""
+    seen: list[Exchange] = []
+    recorder = gw.services.gateway._recorder
+    finish = recorder.finish
+
+    def keep(ex: Exchange) -> None:
+        if ex not in seen:  # a stream calls finish again as it closes (a no-op)
+            seen.append(ex)
+        finish(ex)
+
+    recorder.finish = keep  # type: ignore[method-assign]
+    return seen
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cache_and_reasoning_tokens_reach_the_record(
+    gw: Gateway, exchanges: list[Exchange], stream: bool
+) -> None:
+    body = {
+        "model": "claude",
+        "max_tokens": 50,
+        "stream": stream,
+        "tools": [WEATHER],
+        "messages": [{"role": "user", "content": "Rome"}],
+    }
+    assert _post(gw, body).status_code == 200
+    chat = {
+        "model": "claude",
+        "stream": stream,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        "messages": [{"role": "user", "content": "Rome"}],
+    }
+    headers = {"authorization": f"Bearer {gw.tenant_key}"}
+    resp = httpx.post(f"{gw.base_url}/chat/completions", json=chat, headers=headers, timeout=30)
+    assert resp.status_code == 200
+    deadline = time.monotonic() + 10
+    while len(exchanges) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    translated, passed = exchanges
+    assert translated.protocol == "anthropic_messages" and passed.protocol == "openai_chat"
+    for ex in (translated, passed):
+        assert (ex.prompt_tokens, ex.completion_tokens) == (11, 5)
+        assert (ex.cache_read_tokens, ex.cache_write_tokens) == (TOOLS_CACHED, 0)
+        assert ex.reasoning_tokens == TOOLS_REASONING and not ex.estimated
