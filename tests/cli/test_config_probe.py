@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Upstream
+from tests.support.anthropic_server import API_KEY as ANTHROPIC_KEY
+from tests.support.anthropic_server import AnthropicServer
+from tests.support.azure_openai_server import API_KEY as AZURE_KEY
+from tests.support.azure_openai_server import AzureServer
+from tests.support.openai_api_server import API_KEY as OPENAI_KEY
+from tests.support.openai_api_server import OpenAIServer
 from tests.support.process import forebay
 from tests.support.raw_upstream import RawUpstream
-from tests.support.servers import free_port
+from tests.support.servers import ServerThread, free_port
 
 WRONG_KEY = "sk-wrong-key-0123456789abcdef"
 
@@ -89,3 +95,38 @@ def test_without_probe_nothing_is_contacted(tmp_path: Path, raw: RawUpstream) ->
     result = forebay("config", "check", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert raw.seen == []
+
+
+def test_probe_tries_each_provider_through_its_own_adapter(tmp_path: Path) -> None:
+    """Anthropic lists models at /v1/models with x-api-key, Azure at /openai/v1/models
+    with api-key, OpenAI at /v1/models with a bearer key: each is probed its own way."""
+    anthropic, azure, openai = AnthropicServer(), AzureServer(), OpenAIServer()
+    with (
+        ServerThread(anthropic.app()) as ant,
+        ServerThread(azure.app()) as az,
+        ServerThread(openai.app()) as oai,
+    ):
+        config = _config(
+            tmp_path,
+            {
+                "dep-claude": f"provider: anthropic, base_url: '{ant.url}', "
+                f"model: claude-sonnet-4-5, api_key: {ANTHROPIC_KEY}",
+                "dep-claude-key": f"provider: anthropic, base_url: '{ant.url}', "
+                f"model: claude-sonnet-4-5, api_key: {WRONG_KEY}",
+                "dep-azure": f"provider: azure_openai, base_url: '{az.url}', model: gpt-4o, "
+                f"api_key: {AZURE_KEY}",
+                "dep-openai": f"provider: openai, base_url: '{oai.url}/v1', model: gpt-4o-mini, "
+                f"api_key: {OPENAI_KEY}",
+            },
+        )
+        result = forebay("config", "check", str(config), "--probe", "--timeout", "5")
+    assert result.returncode == 1, result.stdout + result.stderr
+    got = _lines(result.stdout)
+    assert got["dep-claude"].split()[0] == "ok" and "claude-sonnet-4-5" in got["dep-claude"]
+    assert "FAIL bad key" in got["dep-claude-key"] and "/v1/models" in got["dep-claude-key"]
+    assert got["dep-azure"].split()[0] == "ok"
+    assert got["dep-openai"].split()[0] == "ok" and "serves 'gpt-4o-mini'" in got["dep-openai"]
+    assert "1 of 4 deployments failed" in result.stdout
+    assert [s.path for s in azure.seen] == ["/openai/v1/models"]
+    assert {s.headers["x-api-key"] for s in anthropic.seen} == {ANTHROPIC_KEY, WRONG_KEY}
+    assert WRONG_KEY not in result.stdout + result.stderr

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from forebay.api.errors import anthropic_error_response
 from forebay.config.settings import ModelAlias
 from forebay.errors import ForebayError, bad_request, forbidden, not_found
-from forebay.gateway.auth import KeyRing, authenticate_tenant
+from forebay.gateway.auth import KeyRing, authenticate_tenant, header
 from forebay.gateway.messages import count_tokens
 from forebay.gateway.pipeline import Gateway, read_body
 from forebay.gateway.validate import parse_json
@@ -42,7 +42,7 @@ def anthropic_routes(
 ) -> list[Route]:
     async def messages(request: Request) -> Response:
         try:
-            check_version(request.headers.get("anthropic-version"))
+            check_version(header(request, b"anthropic-version"))
             return await gateway.handle(request, Endpoint.MESSAGES, WireProtocol.ANTHROPIC_MESSAGES)
         except ForebayError as err:
             return anthropic_error_response(err)
@@ -53,7 +53,7 @@ def anthropic_routes(
         no upstream is asked. Returned as Anthropic returns a count."""
         try:
             principal = authenticate_tenant(keyring, request)
-            check_version(request.headers.get("anthropic-version"))
+            check_version(header(request, b"anthropic-version"))
             body = parse_json(await read_body(request, max_body_bytes), max_body_bytes)
             model, tokens = count_tokens(body)
             alias = models.get(model)

@@ -13,7 +13,7 @@ from forebay.cli.common import load_or_exit, out, print_notices
 from forebay.config.notices import served_models
 
 if TYPE_CHECKING:
-    from forebay.config.settings import Settings
+    from forebay.config.settings import Deployment, Settings
     from forebay.upstreams.probe import ProbeResult
 
 config_app = typer.Typer(help="Check a forebay.yaml.", no_args_is_help=True)
@@ -26,7 +26,7 @@ def config_check(
         bool,
         typer.Option(
             "--probe",
-            help="Also contact each remote deployment (GET {base_url}/models with its "
+            help="Also contact each remote deployment (GET its model list with its "
             "credentials) and say what is wrong; without it nothing is contacted.",
         ),
     ] = False,
@@ -51,13 +51,21 @@ def _probe_all(settings: Settings, timeout_s: float) -> bool:
     """Print one line per deployment; True when every remote one answered well."""
     from forebay.gateway.failures import parse_upstream_error
     from forebay.gateway.redact import Redactor
-    from forebay.upstreams.probe import probe
+    from forebay.upstreams.registry import remote_upstream
 
     deps = [d for m in settings.models.values() for d in m.deployments]
     remote = [d for d in deps if d.provider != "local" and d.base_url]
 
+    async def one(dep: Deployment) -> ProbeResult:
+        # The adapter knows where its provider lists models and how it authenticates.
+        upstream = remote_upstream(dep)
+        try:
+            return await upstream.probe(timeout_s)
+        finally:
+            await upstream.close()
+
     async def run() -> list[ProbeResult]:
-        return list(await asyncio.gather(*(probe(d, timeout_s=timeout_s) for d in remote)))
+        return list(await asyncio.gather(*(one(d) for d in remote)))
 
     results = asyncio.run(run()) if remote else []
     redactor = Redactor.for_deployments(deps)

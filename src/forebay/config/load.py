@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from forebay.config.defaults import DEFAULT_CONFIG, DEFAULT_CONTEXT_TOKENS, LOCAL_MODELS
 from forebay.config.locations import Choice, choose_config, choose_data_dir
 from forebay.config.notices import notices_for
+from forebay.config.providers import provider_settings
 from forebay.config.schema import DeploymentConfig, LocalConfig, RawConfig
 from forebay.config.settings import Deployment, ModelAlias, PartBounds, Settings
 from forebay.errors import ConfigError
@@ -137,14 +138,17 @@ def _freeze(raw: RawConfig, *, source: str, revision: str, data_dir: Choice) -> 
                 # queue inside it, out of reach of admission's classes and shedding.
                 slots = _local_slots(raw.local, d.model)
                 max_concurrency = min(d.max_concurrency or slots, slots)
+            given = {name: getattr(d, name) for name in d.model_fields_set}
+            fields = {
+                "api_key": d.api_key or None,
+                **provider_settings(d.provider, given, d.model),
+            }
             deps.append(
                 Deployment(
                     name=d.name,
                     alias=alias,
                     provider=d.provider,
-                    base_url=d.base_url.rstrip("/") if d.base_url else None,
                     upstream_model=d.model,
-                    api_key=d.api_key or None,
                     usd_per_input_token=d.price.input_per_million / 1e6,
                     usd_per_output_token=d.price.output_per_million / 1e6,
                     joules_per_input_token=d.energy.joules_per_input_token,
@@ -159,6 +163,7 @@ def _freeze(raw: RawConfig, *, source: str, revision: str, data_dir: Choice) -> 
                     first_byte_timeout_s=d.first_byte_timeout_s,
                     bounds=_bounds(d, raw.local.ctx),
                     adaptive_floor=d.adaptive_floor,
+                    **fields,
                 )
             )
         models[alias] = ModelAlias(alias, m.kind, m.description, tuple(deps), m.routing)

@@ -21,13 +21,15 @@ def notices_for(settings: Settings, raw_file: dict[str, Any] | None) -> tuple[st
     for alias, model in settings.models.items():
         raw_deps = raw_models.get(alias, {}).get("deployments") or []
         for dep, raw_dep in zip(model.deployments, raw_deps, strict=False):
-            written = raw_dep.get("api_key") if isinstance(raw_dep, dict) else None
+            # Azure's bearer token, when written, is its key.
+            field = "azure_ad_token" if dep.azure_bearer else "api_key"
+            written = raw_dep.get(field) if isinstance(raw_dep, dict) else None
             if dep.provider == "local" or dep.api_key or not isinstance(written, str):
                 continue
             names = _VARIABLE.findall(written)
             why = f" and {' / '.join(names)} is empty or not set" if names else " is empty"
             found.append(
-                f"deployment {dep.name!r} (model {alias!r}) has no API key: its api_key is "
+                f"deployment {dep.name!r} (model {alias!r}) has no API key: its {field} is "
                 f"{written!r}{why}; requests routed to it will fail until it is set"
             )
     if not any(d.provider == "local" for m in settings.models.values() for d in m.deployments):

@@ -3,9 +3,10 @@ a typo is an error naming the field and its line, not a silent default."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from forebay.config.defaults import (
     DEFAULT_AUDIO_TOKENS_PER_MB,
@@ -14,6 +15,7 @@ from forebay.config.defaults import (
     DEFAULT_MAX_BODY_BYTES,
     LOCAL_MODELS,
 )
+from forebay.config.providers import EMBEDS, Provider, check_provider
 from forebay.config.strict import Strict
 from forebay.config.traffic import (
     DEFAULT_CLASSES,
@@ -64,7 +66,7 @@ class ReserveConfig(Strict):
 
 class DeploymentConfig(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
-    provider: Literal["openai_compat", "local"] = "openai_compat"
+    provider: Provider = "openai_compat"
     base_url: str | None = None
     model: str = Field(min_length=1)
     api_key: str | None = None
@@ -94,13 +96,34 @@ class DeploymentConfig(Strict):
         ge=1,
         description="lowest the adaptive limit may go; default a quarter of max_concurrency",
     )
+    # Read by one provider each (config/providers.py says which; elsewhere an error).
+    organization: str | None = Field(None, description="openai: the OpenAI-Organization header")
+    project: str | None = Field(None, description="openai: the OpenAI-Project header")
+    api_version: str | None = Field(
+        None, description="azure_openai: api-version of the deployment routes"
+    )
+    azure_deployment: str | None = Field(
+        None, description="azure_openai: the deployment name; default model"
+    )
+    azure_ad_token: str | None = Field(
+        None, description="azure_openai: a Microsoft Entra ID bearer token, instead of api_key"
+    )
+    anthropic_version: str | None = Field(
+        None, description="anthropic: the anthropic-version header; default 2023-06-01"
+    )
+    anthropic_beta: list[str] | None = Field(
+        None, description="anthropic: beta features, sent as the anthropic-beta header"
+    )
+
+    @field_validator("api_version", "anthropic_version", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: object) -> object:
+        # YAML reads an unquoted 2024-10-21 as a date; the header wants it as written.
+        return value.isoformat() if isinstance(value, date) else value
 
     @model_validator(mode="after")
-    def _needs_base_url(self) -> DeploymentConfig:
-        if self.provider == "openai_compat" and not self.base_url:
-            raise ValueError(
-                "an openai_compat deployment needs base_url (e.g. http://host:8000/v1)"
-            )
+    def _fits_provider(self) -> DeploymentConfig:
+        check_provider(self.provider, {name: getattr(self, name) for name in self.model_fields_set})
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
         floor, ceiling = self.adaptive_floor, self.max_concurrency
@@ -116,6 +139,17 @@ class ModelConfig(Strict):
     description: str = ""
     routing: RoutingConfig = RoutingConfig()
     deployments: list[DeploymentConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _deployments_serve_kind(self) -> ModelConfig:
+        if self.kind == "embedding":
+            for dep in self.deployments:
+                if dep.provider not in EMBEDS:
+                    raise ValueError(
+                        f"deployment {dep.name!r}: provider {dep.provider} has no embeddings "
+                        f"endpoint; an embedding model needs one of {sorted(EMBEDS)}"
+                    )
+        return self
 
 
 class ServerConfig(Strict):

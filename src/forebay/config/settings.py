@@ -13,6 +13,7 @@ from forebay.config.defaults import (
     DEFAULT_CONTEXT_TOKENS,
     DEFAULT_IMAGE_TOKENS,
 )
+from forebay.config.providers import DEFAULT_ANTHROPIC_VERSION, Provider
 from forebay.config.schema import (
     AuthConfig,
     LedgerConfig,
@@ -47,7 +48,7 @@ class Deployment:
 
     name: str
     alias: str
-    provider: Literal["openai_compat", "local"]
+    provider: Provider
     base_url: str | None
     upstream_model: str
     api_key: str | None = field(repr=False)
@@ -65,6 +66,14 @@ class Deployment:
     first_byte_timeout_s: float | None = None
     bounds: PartBounds = PartBounds()
     adaptive_floor: int | None = None
+    # Provider-specific (config/providers.py), defaults resolved.
+    organization: str | None = None  # openai
+    project: str | None = None  # openai
+    api_version: str | None = None  # azure_openai, deployment routes
+    azure_deployment: str | None = None  # azure_openai
+    azure_bearer: bool = False  # azure_openai: api_key is an Entra ID token (Authorization)
+    anthropic_version: str = DEFAULT_ANTHROPIC_VERSION
+    anthropic_beta: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

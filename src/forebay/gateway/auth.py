@@ -62,9 +62,10 @@ def authenticate(ring: KeyRing, request: Request) -> Principal:
     failures = ring.failures
     if failures.blocked:  # empty unless someone is being throttled
         failures.check(source_of(request))
-    headers = request.headers
-    authorization = headers.get("authorization")
-    key_header = None if authorization else headers.get("x-api-key") or headers.get("api-key")
+    authorization = header(request, b"authorization")
+    key_header = None
+    if not authorization:  # Anthropic's clients send x-api-key, Azure's api-key
+        key_header = header(request, b"x-api-key") or header(request, b"api-key")
     key = bearer_key(authorization, key_header)
     if key is None:
         if authorization:
@@ -83,6 +84,16 @@ def authenticate(ring: KeyRing, request: Request) -> Principal:
             "or ask your Forebay admin for a new one."
         )
     return principal
+
+
+def header(request: Request, name: bytes) -> str | None:
+    """A request header by its lower-case name, or None. Starlette's
+    `headers.get` raises and catches a KeyError for every absent header, which
+    profiled at tens of microseconds a request on the hot path under load."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def source_of(request: Request) -> str:

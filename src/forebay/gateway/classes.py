@@ -10,6 +10,7 @@ from forebay.errors import ForebayError, forbidden
 from forebay.tenancy.keys import Principal
 
 CLASS_HEADER = "x-forebay-class"
+CLASS_HEADER_RAW = CLASS_HEADER.encode()
 
 
 def resolve_class(

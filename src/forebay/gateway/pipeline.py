@@ -16,8 +16,8 @@ from starlette.responses import Response, StreamingResponse
 from forebay.config.settings import ModelAlias
 from forebay.config.traffic import ResilienceConfig
 from forebay.errors import ForebayError, forbidden, internal_error, not_found, too_large
-from forebay.gateway.auth import KeyRing, authenticate_tenant
-from forebay.gateway.classes import CLASS_HEADER, resolve_class
+from forebay.gateway.auth import KeyRing, authenticate_tenant, header
+from forebay.gateway.classes import CLASS_HEADER_RAW, resolve_class
 from forebay.gateway.dispatch import Dispatcher
 from forebay.gateway.failures import error_type_for
 from forebay.gateway.limits import Limiter
@@ -68,7 +68,6 @@ class Gateway:
         principal = authenticate_tenant(self._keyring, request)
         ex = Exchange(endpoint, principal=principal)
         try:
-            headers = request.headers
             body = await read_body(request, self._limit)
             if protocol is WireProtocol.OPENAI_CHAT:
                 req = parse_request(endpoint, parse_json(body, self._limit))
@@ -96,7 +95,7 @@ class Gateway:
             if traffic.admission.enabled:
                 class_name, cls = resolve_class(
                     principal,
-                    headers.get(CLASS_HEADER),
+                    header(request, CLASS_HEADER_RAW),
                     traffic.classes,
                     traffic.admission.default_class,
                 )
@@ -136,7 +135,7 @@ class Gateway:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing anything over `limit` before it is buffered or parsed."""
-    declared = request.headers.get("content-length")
+    declared = header(request, b"content-length")
     if declared is not None:
         try:
             if int(declared) > limit:

@@ -1,1 +1,1 @@
-"""Adapters behind one small interface: openai_compat, local (and later anthropic)."""
+"""Adapters behind one small interface: openai_compat, openai, azure_openai, anthropic, local."""

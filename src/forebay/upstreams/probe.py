@@ -1,12 +1,14 @@
-"""Try a deployment: GET {base_url}/models with its credentials and a short
-timeout, and say what is wrong in the words an admin needs: unreachable, DNS,
-TLS, a bad key, a wrong base_url, a model the server does not serve. One probe
-for `forebay config check --probe` and for the gateway's background health
-probes (gateway/probes.py), which use the adapter's pooled connections."""
+"""Try a deployment: GET its model list (by default {base_url}/models) with its
+credentials and a short timeout, and say what is wrong in the words an admin
+needs: unreachable, DNS, TLS, a bad key, a wrong base_url, a model the server
+does not serve. One probe for `forebay config check --probe` and for the
+gateway's background health probes (gateway/probes.py), both through the
+adapter's `probe`, which says where its provider lists models (`ProbeTarget`)."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -40,12 +42,31 @@ class ProbeResult:
 _FATAL = frozenset({401, 403, 404})
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    """Where a provider lists its models, and how to read the list."""
+
+    url: str
+    not_found_hint: str = "does its base_url end in /v1?"
+    # False: the list names base models, not what the deployment is called (Azure).
+    names_deployment: bool = True
+    # True: ids are dated ("claude-sonnet-4-5-20250929") and a model may be written
+    # as their alias, the id without its date.
+    dated_ids: bool = False
+
+
 async def probe(
-    dep: Deployment, *, timeout_s: float = 5.0, session: aiohttp.ClientSession | None = None
+    dep: Deployment,
+    *,
+    timeout_s: float = 5.0,
+    session: aiohttp.ClientSession | None = None,
+    target: ProbeTarget | None = None,
 ) -> ProbeResult:
-    """With `session` (one that already sends the deployment's headers), or a new one."""
+    """With `session` (one that already sends the deployment's headers), or a new
+    one with OpenAI-style credentials; `target` defaults to {base_url}/models."""
     assert dep.base_url is not None
-    url = f"{dep.base_url.rstrip('/')}/models"
+    target = target or ProbeTarget(f"{dep.base_url.rstrip('/')}/models")
+    url = target.url
     where = _without_credentials(url)
     timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(timeout_s, dep.connect_timeout_s))
     try:
@@ -63,14 +84,17 @@ async def probe(
         detail = f"GET {where} answered HTTP {status}: check its api_key (or headers)"
         return ProbeResult(dep.name, False, "bad key", detail, status, body[:4096])
     if status == 404:
-        detail = f"GET {where} answered HTTP 404: does its base_url end in /v1?"
+        detail = f"GET {where} answered HTTP 404: {target.not_found_hint}"
         return ProbeResult(dep.name, False, "wrong base_url", detail, status, body[:4096])
     if status >= 400:
         return ProbeResult(dep.name, False, f"HTTP {status}", f"GET {where}", status, body[:4096])
     served = _model_ids(body)
     if served is None:
         return ProbeResult(dep.name, True, "ok", "reachable; it does not list its models", status)
-    if dep.upstream_model not in served:
+    if not target.names_deployment:
+        detail = "reachable; its model list does not name deployments, so not checked"
+        return ProbeResult(dep.name, True, "ok", detail, status)
+    if not _serves(dep.upstream_model, served, dated=target.dated_ids):
         listed = ", ".join(sorted(served)[:10]) or "nothing"
         detail = f"'{dep.upstream_model}' is not among the models it serves: {listed}"
         return ProbeResult(dep.name, False, "model not served", detail, status)
@@ -85,6 +109,15 @@ def _verdict(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError | TimeoutError):
         return "unreachable"
     return "broken answer"
+
+
+def _serves(model: str, served: set[str], *, dated: bool) -> bool:
+    if model in served:
+        return True
+    return dated and any(_DATED.fullmatch(m[len(model) :]) for m in served if m.startswith(model))
+
+
+_DATED = re.compile(r"-\d{8}")
 
 
 def _model_ids(body: bytes) -> set[str] | None:

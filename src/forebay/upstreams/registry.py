@@ -11,11 +11,28 @@ from typing import TYPE_CHECKING
 
 from forebay.config.defaults import LOCAL_MODELS
 from forebay.config.settings import Deployment, Settings
+from forebay.upstreams.anthropic import AnthropicUpstream
+from forebay.upstreams.azure_openai import AzureOpenAIUpstream
 from forebay.upstreams.base import Upstream
+from forebay.upstreams.openai import OpenAIUpstream
 from forebay.upstreams.openai_compat import OpenAICompatUpstream
 
 if TYPE_CHECKING:
     from forebay.upstreams.local.supervisor import WorkerSupervisor
+
+
+# The adapter of each remote provider (local deployments need a worker too).
+REMOTE: dict[str, Callable[[Deployment], Upstream]] = {
+    "openai_compat": OpenAICompatUpstream,
+    "openai": OpenAIUpstream,
+    "azure_openai": AzureOpenAIUpstream,
+    "anthropic": AnthropicUpstream,
+}
+
+
+def remote_upstream(dep: Deployment) -> Upstream:
+    """The adapter for a deployment that is not a local worker."""
+    return REMOTE[dep.provider](dep)
 
 
 @dataclass
@@ -48,7 +65,7 @@ def build_upstreams(settings: Settings, *, log_dir: Path | None = None) -> Upstr
                 result.workers[dep.name] = worker
                 ups.append(_local_upstream(dep, settings, worker))
             else:
-                ups.append(OpenAICompatUpstream(dep))
+                ups.append(remote_upstream(dep))
         result.by_alias[alias] = ups
     return result
 

@@ -11,7 +11,8 @@ import orjson
 from forebay.config.settings import Deployment
 from forebay.errors import UpstreamFailure
 from forebay.upstreams.base import Endpoint, UpstreamReply
-from forebay.upstreams.openai_compat import OpenAICompatUpstream, _Stream
+from forebay.upstreams.openai_compat import OpenAICompatUpstream
+from forebay.upstreams.stream import HttpStream
 
 
 class LlamaWorkerUpstream(OpenAICompatUpstream):
@@ -27,7 +28,7 @@ class LlamaWorkerUpstream(OpenAICompatUpstream):
             self._explain(failure)
             raise
 
-    async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> _Stream:
+    async def open_stream(self, endpoint: Endpoint, payload: dict[str, Any]) -> HttpStream:
         try:
             return await super().open_stream(endpoint, payload)
         except UpstreamFailure as failure:
