@@ -23,8 +23,9 @@ from starlette.types import ASGIApp
 
 from forebay.api.admin import admin_routes
 from forebay.api.admin_limits import limit_routes
+from forebay.api.anthropic import anthropic_routes
 from forebay.api.connections import GUARD_HOOK, EdgeGuard, GuardHook
-from forebay.api.errors import error_response
+from forebay.api.errors import anthropic_error_response, error_response
 from forebay.api.openai import openai_routes
 from forebay.api.ops import operator_check, ops_routes, with_metrics_listener
 from forebay.api.responses import responses_routes
@@ -431,8 +432,12 @@ def create_app(services: Services) -> Starlette:
         finally:
             await services.stop()
 
+    settings = services.settings
     routes = [
-        *openai_routes(services.gateway, services.keyring, services.settings.models),
+        *openai_routes(services.gateway, services.keyring, settings.models),
+        *anthropic_routes(
+            services.gateway, services.keyring, settings.models, settings.max_body_bytes
+        ),
         *responses_routes(services.responses, services.keyring),
         *admin_routes(
             services.store,
@@ -457,33 +462,41 @@ def create_app(services: Services) -> Starlette:
     # header and answered before authentication; every unknown path is a 404.
     app.router.redirect_slashes = False
 
+    def render(request: Request, err: ForebayError) -> Response:
+        """Errors on Anthropic's routes in its envelope, the rest in OpenAI's."""
+        if request.scope["path"].startswith("/v1/messages"):
+            return anthropic_error_response(err)
+        return error_response(err)
+
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ForebayError)
-        return error_response(exc)
+        return render(request, exc)
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return error_response(
+        return render(
+            request,
             ForebayError(
                 404,
                 f"No route {request.method} {request.url.path}; the API lives under /v1.",
                 code="unknown_url",
-            )
+            ),
         )
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        return error_response(
+        return render(
+            request,
             ForebayError(
                 405,
                 f"{request.method} is not allowed on {request.url.path}.",
                 code="method_not_allowed",
-            )
+            ),
         )
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         # Any route: the envelope and a request id, never the traceback (that is logged).
         request_id = new_request_id()
         log.error("%s %s failed (request id %s)", request.method, request.url.path, request_id)
-        return error_response(internal_error(request_id))
+        return render(request, internal_error(request_id))
 
     app.add_exception_handler(ForebayError, api_error)
     app.add_exception_handler(Exception, unexpected)

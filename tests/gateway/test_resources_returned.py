@@ -358,6 +358,7 @@ class _Exploding:
     def __init__(self, inner: Upstream) -> None:
         self._inner = inner
         self.deployment = inner.deployment
+        self.wire = inner.wire
 
     def ready(self) -> bool:
         return True

@@ -14,7 +14,13 @@ upstream model name a deployment is configured with:
   leak-400      HTTP 400 whose message repeats the bearer token it was sent
   slow-<ms>     echo after <ms> milliseconds
   break-stream  streams three chunks, then drops the connection
+  mid-error     streams two chunks, then an `{"error": ...}` event (as vLLM does)
   drip-<ms>     streams 50 chunks, <ms> apart (for client aborts)
+  tools         with `tools` in the request (and no tool result last), calls the
+                first tool with {"city": <last user text>}; after a `tool` message,
+                answers "the tool said <its content>"; usage reports
+                TOOLS_CACHED prompt tokens read from cache and TOOLS_REASONING
+                reasoning tokens
 
 Every request is remembered (path, headers, body) so tests can look at what
 the gateway really sent.
@@ -36,6 +42,8 @@ from starlette.routing import Route
 
 # What the `vision` model counts per image, audio or file content part.
 MEDIA_PROMPT_TOKENS = 1000
+TOOLS_CACHED = 2
+TOOLS_REASONING = 1
 _MEDIA_PARTS = frozenset({"image_url", "input_image", "image", "input_audio", "file", "input_file"})
 
 
@@ -94,6 +102,8 @@ class FakeUpstream:
                 text = " ".join(p["text"] for p in content if p.get("type") == "text")
                 media += sum(1 for p in content if p.get("type") in _MEDIA_PARTS)
         extra = media * MEDIA_PROMPT_TOKENS if body["model"] == "vision" else 0
+        if body["model"] == "tools":
+            return _tools_answer(body, text)
         return await self._answer(request, body, text, chat=True, extra_prompt=extra)
 
     async def completions(self, request: Request) -> Response:
@@ -176,6 +186,10 @@ class FakeUpstream:
         for i, word in enumerate(words):
             if model == "break-stream" and i == 3:
                 raise ConnectionResetError("test upstream drops the stream on purpose")
+            if model == "mid-error" and i == 2:
+                error = {"message": "the engine died mid-generation", "type": "internal_error"}
+                yield b"data: " + orjson.dumps({"error": error}) + b"\n\n"
+                return
             piece = word if i == 0 else " " + word
             choice: dict[str, Any] = {"index": 0, "finish_reason": None}
             if chat:
@@ -249,6 +263,61 @@ def _usage(model: str, prompt: int, completion: int) -> dict[str, Any]:
             "rejected_prediction_tokens": 0,
         },
     }
+
+
+def _tools_answer(body: dict[str, Any], text: str) -> Response:
+    """A tool call, or the answer to a tool result, with usage details."""
+    messages = body.get("messages") or [{}]
+    last = messages[-1]
+    message: dict[str, Any] = {"role": "assistant", "content": None}
+    if body.get("tools") and last.get("role") != "tool":
+        name = body["tools"][0]["function"]["name"]
+        args = orjson.dumps({"city": text}).decode()
+        call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": args}}
+        message["tool_calls"] = [call]
+        finish, words = "tool_calls", 5
+    else:
+        message["content"] = f"the tool said {last.get('content')}"
+        finish, words = "stop", len(message["content"].split())
+    prompt = sum(len(str(m.get("content") or "").split()) for m in messages) + 10
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": words,
+        "total_tokens": prompt + words,
+        "prompt_tokens_details": {"cached_tokens": TOOLS_CACHED},
+        "completion_tokens_details": {"reasoning_tokens": TOOLS_REASONING},
+    }
+    if not body.get("stream"):
+        choice = {"index": 0, "message": message, "finish_reason": finish}
+        obj = {"id": "cmpl-tools", "object": "chat.completion", "created": 1, "model": "tools"}
+        return _json({**obj, "choices": [choice], "usage": usage})
+    return StreamingResponse(_tools_stream(message, finish, usage), media_type="text/event-stream")
+
+
+async def _tools_stream(
+    message: dict[str, Any], finish: str, usage: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    head = {"id": "cmpl-tools", "object": "chat.completion.chunk", "created": 1, "model": "tools"}
+
+    def chunk(delta: dict[str, Any], reason: str | None = None, **extra: Any) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": reason}
+        return b"data: " + orjson.dumps({**head, "choices": [choice], **extra}) + b"\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    if message.get("tool_calls"):
+        call = message["tool_calls"][0]
+        args = call["function"]["arguments"]
+        first = {"index": 0, "id": call["id"], "type": "function"}
+        first["function"] = {"name": call["function"]["name"], "arguments": ""}
+        yield chunk({"tool_calls": [first]})
+        for piece in (args[: len(args) // 2], args[len(args) // 2 :]):
+            yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+    else:
+        for i, word in enumerate(message["content"].split()):
+            yield chunk({"content": word if i == 0 else " " + word})
+    yield chunk({}, finish)
+    yield b"data: " + orjson.dumps({**head, "choices": [], "usage": usage}) + b"\n\n"
+    yield b"data: [DONE]\n\n"
 
 
 def _json(obj: Any, status: int = 200) -> Response:

@@ -46,7 +46,8 @@ class KeyRing:
 
 
 def bearer_key(authorization: str | None, api_key_header: str | None) -> str | None:
-    """The key from `Authorization: Bearer …` (OpenAI) or `api-key` (Azure style)."""
+    """The key from `Authorization: Bearer …` (OpenAI), or a key header
+    (`x-api-key` as Anthropic's clients send it, `api-key` as Azure's do)."""
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
@@ -62,7 +63,10 @@ def authenticate(ring: KeyRing, request: Request) -> Principal:
     if failures.blocked:  # empty unless someone is being throttled
         failures.check(source_of(request))
     authorization = header(request, b"authorization")
-    key = bearer_key(authorization, None if authorization else header(request, b"api-key"))
+    key_header = None
+    if not authorization:  # Anthropic's clients send x-api-key, Azure's api-key
+        key_header = header(request, b"x-api-key") or header(request, b"api-key")
+    key = bearer_key(authorization, key_header)
     if key is None:
         if authorization:
             failures.failed(source_of(request), "malformed")

@@ -40,9 +40,18 @@ from forebay.gateway.failures import Retry, as_api_error, retry_rule, short
 from forebay.gateway.metering import estimate_prompt_tokens, usage_counts
 from forebay.gateway.recorder import Exchange, Recorder
 from forebay.gateway.redact import Redactor
-from forebay.gateway.sse import SseRelay, error_event
+from forebay.gateway.sse import SseRelay
+from forebay.gateway.translate import (
+    PassThroughRelay,
+    StreamRelay,
+    TranslatingRelay,
+    Translation,
+    reply_bytes,
+    translation,
+)
 from forebay.gateway.validate import ParsedRequest
-from forebay.upstreams.base import UpstreamReply, UpstreamStream
+from forebay.protocols.canonical import GenReply
+from forebay.upstreams.base import Endpoint, UpstreamReply, UpstreamStream, WireProtocol
 
 log = logging.getLogger("forebay")
 
@@ -58,8 +67,10 @@ class Opened:
     body: dict[str, Any] | None = None
     handle: UpstreamStream | None = None
     chunks: AsyncIterator[bytes] | None = None
-    sse: SseRelay | None = None
+    sse: StreamRelay | None = None
     first: bytes = b""  # the first whole events, ready for the client
+    translated: Translation | None = None  # the deployment speaks another protocol
+    decoded: GenReply | None = None  # a translated whole reply, decoded
 
     def discard(self) -> None:
         if self.handle is not None:
@@ -266,8 +277,18 @@ class Dispatcher:
             pool.release(lease)
 
     async def _try(self, req: ParsedRequest, lease: Lease, ticket: Ticket) -> Opened:
-        dep = lease.state.upstream.deployment
-        payload = _upstream_payload(req, dep.upstream_model)
+        upstream = lease.state.upstream
+        dep = upstream.deployment
+        if req.protocol in upstream.wire:  # the bytes go through untouched
+            plan = None
+            endpoint = req.endpoint
+            payload = _upstream_payload(req, dep.upstream_model)
+        else:
+            plan = translation(req.protocol, req.endpoint, upstream.wire)
+            endpoint = plan.endpoint
+            if req.canonical is None:
+                req.canonical = plan.inbound.decode_request(req.payload)
+            payload = plan.outbound.encode_request(req.canonical, dep.upstream_model)
         limit = max(0.001, ticket.deadline - time.monotonic())
         own_limit = dep.first_byte_timeout_s is not None and dep.first_byte_timeout_s < limit
         if own_limit:
@@ -276,7 +297,7 @@ class Dispatcher:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(limit):  # cheaper than wait_for: no extra task
-                return await self._first_byte(req, lease, payload, started)
+                return await self._first_byte(req, lease, endpoint, payload, plan, started)
         except TimeoutError:
             if own_limit:
                 raise UpstreamFailure(
@@ -287,21 +308,37 @@ class Dispatcher:
             ) from None
 
     async def _first_byte(
-        self, req: ParsedRequest, lease: Lease, payload: dict[str, Any], started: float
+        self,
+        req: ParsedRequest,
+        lease: Lease,
+        endpoint: Endpoint,
+        payload: dict[str, Any],
+        plan: Translation | None,
+        started: float,
     ) -> Opened:
         upstream = lease.state.upstream
         if not req.stream:
-            reply = await upstream.complete(req.endpoint, payload, req.headers)
+            reply = await upstream.complete(endpoint, payload, req.headers)
             try:
                 body = orjson.loads(reply.body)
             except orjson.JSONDecodeError:
                 body = None
             if not isinstance(body, dict):
                 raise UpstreamFailure("protocol", "the upstream's answer is not a JSON object")
-            return Opened(lease, started, time.perf_counter() - started, reply=reply, body=body)
-        handle = await upstream.open_stream(req.endpoint, payload, req.headers)
+            opened = Opened(lease, started, time.perf_counter() - started, reply=reply, body=body)
+            if plan is not None:  # decoded now, so that a garbled reply can be retried
+                opened.translated = plan
+                opened.decoded = plan.outbound.decode_reply(body)
+            return opened
+        handle = await upstream.open_stream(endpoint, payload, req.headers)
         chunks = handle.chunks()
-        sse = SseRelay(client_wants_usage=req.include_usage, redactor=self._redactor)
+        sse: StreamRelay
+        if plan is not None:
+            sse = TranslatingRelay(plan, include_usage=req.include_usage, redactor=self._redactor)
+        elif req.protocol is WireProtocol.OPENAI_CHAT:
+            sse = SseRelay(client_wants_usage=req.include_usage, redactor=self._redactor)
+        else:
+            sse = PassThroughRelay(req.protocol, redactor=self._redactor)
         try:
             # Until a whole event has come, nothing is committed: a stream that
             # breaks before one can still be tried elsewhere.
@@ -320,7 +357,16 @@ class Dispatcher:
             handle.release()
             raise
         ttft = time.perf_counter() - started
-        return Opened(lease, started, ttft, handle=handle, chunks=chunks, sse=sse, first=first)
+        return Opened(
+            lease,
+            started,
+            ttft,
+            handle=handle,
+            chunks=chunks,
+            sse=sse,
+            first=first,
+            translated=plan,
+        )
 
     def _respond(self, ex: Exchange, req: ParsedRequest, pool: Pool, opened: Opened) -> Response:
         if opened.reply is not None and opened.body is not None:
@@ -337,17 +383,25 @@ class Dispatcher:
         reply: UpstreamReply,
         obj: dict[str, Any],
     ) -> Response:
-        counts = usage_counts(obj.get("usage"))
-        if counts is None:
-            ex.prompt_tokens = estimate_prompt_tokens(req.payload)
-            ex.completion_tokens = _estimate_completion(obj)
-            ex.estimated = True
+        decoded = opened.decoded
+        if decoded is not None:
+            _count_translated(ex, req, decoded)
         else:
-            ex.count(counts)
+            counts = usage_counts(obj.get("usage"))
+            if counts is None:
+                ex.prompt_tokens = estimate_prompt_tokens(req.payload)
+                ex.completion_tokens = _estimate_completion(obj)
+                ex.estimated = True
+            else:
+                ex.count(counts)
         ex.status = reply.status
         latency = time.perf_counter() - opened.started
         pool.succeeded(opened.lease, None, latency, ex.prompt_tokens, ex.completion_tokens)
-        body = self._redactor.redact(reply.body)
+        raw = reply.body
+        if decoded is not None:
+            assert opened.translated is not None
+            raw = reply_bytes(opened.translated, decoded)
+        body = self._redactor.redact(raw)
         return Response(body, reply.status, _route_headers(ex), media_type="application/json")
 
 
@@ -405,7 +459,7 @@ class _Relay:
                 timed_out = exc.kind in ("timeout", "deadline")
                 ex.fail(504 if timed_out else 502, f"stream_{exc.kind}")
                 self._record_before_last_bytes()
-                yield error_event(
+                yield sse.error_event(
                     f"The upstream stream from deployment '{opened.lease.state.name}' failed "
                     f"after it started ({exc.detail}); the answer above is incomplete.",
                     "upstream_stream_failed",
@@ -414,7 +468,7 @@ class _Relay:
                 log.exception("request %s: relaying the stream failed", ex.request_id)
                 ex.fail(500, "internal_error")
                 self._record_before_last_bytes()
-                yield error_event(
+                yield sse.error_event(
                     f"Forebay failed while relaying this stream (an internal error, logged "
                     f"under request id {ex.request_id}); the answer above is incomplete.",
                     "internal_error",
@@ -500,9 +554,18 @@ def _estimate_completion(obj: dict[str, Any]) -> int:
     return chars // 4
 
 
+def _count_translated(ex: Exchange, req: ParsedRequest, reply: GenReply) -> None:
+    if reply.usage is None:
+        ex.prompt_tokens = estimate_prompt_tokens(req.payload)
+        ex.completion_tokens = sum(len(getattr(p, "text", "")) for p in reply.parts) // 4
+        ex.estimated = True
+        return
+    ex.count(reply.usage)
+
+
 def _upstream_payload(req: ParsedRequest, upstream_model: str) -> dict[str, Any]:
     payload = {**req.payload, "model": upstream_model}
-    if req.stream:
+    if req.stream and req.protocol is WireProtocol.OPENAI_CHAT:
         # Always ask for usage so the ledger has real counts; the extra chunk
         # is dropped on the way back when the client did not ask for it.
         opts = dict(payload.get("stream_options") or {})

@@ -20,23 +20,47 @@ _DEFAULT_BOUNDS = PartBounds()
 
 
 def usage_counts(usage: Any) -> Usage | None:
-    """The counts in an OpenAI `usage` object (chat, completions, embeddings), or None.
+    """The counts in a `usage` object, or None: Chat's, completions' and
+    embeddings' `prompt_tokens` / `completion_tokens`, or the `input_tokens` /
+    `output_tokens` of Responses and Anthropic Messages.
 
-    `prompt_tokens_details.cached_tokens` (prompt tokens read from the provider's
-    cache) and `completion_tokens_details.reasoning_tokens` are parts of the two
-    totals, as canonical.Usage counts them; a part larger than its total, or not a
-    count at all, is fitted to it, so no upstream can make the cost negative."""
+    Cached input (`prompt_tokens_details.cached_tokens`, Responses'
+    `input_tokens_details.cached_tokens`) and reasoning tokens are parts of the two
+    totals, as canonical.Usage counts them; Anthropic's cache reads and writes are
+    counted outside its `input_tokens` and are added to it here. A part larger than
+    its total, or not a count at all, is fitted to it, so no upstream can make the
+    cost negative."""
     if not isinstance(usage, dict):
         return None
     prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens", 0)
     if not isinstance(prompt, int):
-        return None
+        return _input_output(usage)
+    completion = usage.get("completion_tokens", 0)
     counts = Usage(prompt, completion if isinstance(completion, int) else 0)
     details = usage.get("prompt_tokens_details")
     if details:  # absent or null from most self-hosted servers: two lookups, no more
         counts.cache_read_tokens = _part(details, "cached_tokens", counts.input_tokens)
     details = usage.get("completion_tokens_details")
+    if details:
+        counts.reasoning_tokens = _part(details, "reasoning_tokens", counts.output_tokens)
+    return counts
+
+
+def _input_output(usage: dict[str, Any]) -> Usage | None:
+    prompt = usage.get("input_tokens")
+    if not isinstance(prompt, int):
+        return None
+    completion = usage.get("output_tokens", 0)
+    counts = Usage(max(prompt, 0), completion if isinstance(completion, int) else 0)
+    read = _part(usage, "cache_read_input_tokens", 1 << 62)  # Anthropic: outside input
+    write = _part(usage, "cache_creation_input_tokens", 1 << 62)
+    if read or write:
+        counts.input_tokens += read + write
+        counts.cache_read_tokens, counts.cache_write_tokens = read, write
+    details = usage.get("input_tokens_details")  # Responses: inside input
+    if details:
+        counts.cache_read_tokens = _part(details, "cached_tokens", counts.input_tokens)
+    details = usage.get("output_tokens_details")
     if details:
         counts.reasoning_tokens = _part(details, "reasoning_tokens", counts.output_tokens)
     return counts

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
@@ -20,14 +21,20 @@ from forebay.gateway.classes import CLASS_HEADER_RAW, resolve_class
 from forebay.gateway.dispatch import Dispatcher
 from forebay.gateway.failures import error_type_for
 from forebay.gateway.limits import Limiter
+from forebay.gateway.messages import parse_messages
 from forebay.gateway.recorder import Exchange, Recorder
 from forebay.gateway.redact import Redactor
 from forebay.gateway.traffic import Traffic
-from forebay.gateway.validate import kind_mismatch, parse_json, parse_request
-from forebay.upstreams.base import Endpoint
+from forebay.gateway.validate import ParsedRequest, kind_mismatch, parse_json, parse_request
+from forebay.upstreams.base import Endpoint, WireProtocol
 from forebay.upstreams.passed_headers import from_client as passable_headers
 
 log = logging.getLogger("forebay")
+
+# How the body of each protocol but Chat (validate.parse_request) is parsed.
+PARSERS: Mapping[WireProtocol, Callable[[dict[str, Any]], ParsedRequest]] = {
+    WireProtocol.ANTHROPIC_MESSAGES: parse_messages,
+}
 
 
 class Gateway:
@@ -51,14 +58,23 @@ class Gateway:
         self._dispatcher = Dispatcher(recorder, resilience, redactor or Redactor(()))
         self._limit = max_body_bytes
 
-    async def handle(self, request: Request, endpoint: Endpoint) -> Response:
+    async def handle(
+        self,
+        request: Request,
+        endpoint: Endpoint,
+        protocol: WireProtocol = WireProtocol.OPENAI_CHAT,
+    ) -> Response:
         # Before the exchange: a failed authentication is counted and throttled
         # (auth_failures.py), never one ledger row each.
         principal = authenticate_tenant(self._keyring, request)
         ex = Exchange(endpoint, principal=principal)
         try:
             body = await read_body(request, self._limit)
-            req = parse_request(endpoint, parse_json(body, self._limit))
+            if protocol is WireProtocol.OPENAI_CHAT:
+                req = parse_request(endpoint, parse_json(body, self._limit))
+            else:
+                ex.protocol = protocol
+                req = PARSERS[protocol](parse_json(body, self._limit))
             req.headers = passable_headers(request.scope["headers"])
             ex.stream = req.stream
             model = self._models.get(req.model)

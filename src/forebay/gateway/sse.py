@@ -78,6 +78,9 @@ class SseRelay:
         self.content_events += 1
         return True
 
+    def error_event(self, message: str, code: str) -> bytes:
+        return error_event(message, code)
+
     def tail(self) -> bytes:
         """The last event when the upstream ended it without its blank line; an
         event cut short is dropped and `torn` set."""

@@ -7,12 +7,15 @@ upstream's to judge, and its error is passed back as-is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from forebay.errors import ForebayError, bad_request, too_large
-from forebay.upstreams.base import Endpoint
+from forebay.upstreams.base import Endpoint, WireProtocol
+
+if TYPE_CHECKING:
+    from forebay.protocols.canonical import GenRequest
 
 # Body fields that would let a caller steer where a request goes or what
 # credentials it uses. They are dropped, never honoured.
@@ -49,6 +52,10 @@ class ParsedRequest:
     include_usage: bool
     # The caller's headers that may reach an upstream (upstreams/passed_headers.py).
     headers: dict[str, str] | None = None
+    protocol: WireProtocol = WireProtocol.OPENAI_CHAT  # the client's wire
+    # The body in canonical form, decoded once: when it is parsed (protocols
+    # other than Chat) or when a deployment first needs it translated.
+    canonical: GenRequest | None = None
 
 
 def parse_json(body: bytes, limit: int) -> dict[str, Any]:

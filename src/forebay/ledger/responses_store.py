@@ -42,6 +42,9 @@ class ItemPage:
     has_more: bool
 
 
+TOMBSTONE_S = 60.0  # far longer than any read of the table takes
+
+
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, _TRANSIENT):
         return True
@@ -69,6 +72,9 @@ class ResponsesStore:
         self._purge_interval_s = purge_interval_s
         self.pending: dict[str, StoredResponse] = {}
         self._deleted: dict[str, int] = {}  # ids whose delete is queued -> deletes queued
+        # Ids whose delete has committed, for a while: a read that began before the
+        # commit may still return the row from its snapshot (oldest first).
+        self._gone: dict[str, float] = {}
         self._queue: asyncio.Queue[Op] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.refused = 0  # saves refused: too many pending
@@ -130,13 +136,13 @@ class ResponsesStore:
 
     async def get(self, tenant_id: str, response_id: str) -> StoredResponse | None:
         """The tenant's response, or None: another tenant's id is not found."""
-        if response_id in self._deleted:
+        if self._is_deleted(response_id):
             return None
         found = self._live(self.pending.get(response_id), tenant_id)
         if found is not None:
             return found
         got = await asyncio.to_thread(self.table.get, tenant_id, response_id, time.time())
-        return None if response_id in self._deleted else got
+        return None if self._is_deleted(response_id) else got
 
     async def delete(self, tenant_id: str, response_id: str) -> bool:
         if await self.get(tenant_id, response_id) is None:
@@ -180,7 +186,7 @@ class ResponsesStore:
         chain: list[StoredResponse] = []
         current: str | None = previous_response_id
         while current is not None and len(chain) <= self.max_chain:
-            if current in self._deleted:
+            if self._is_deleted(current):
                 break
             record = self._live(self.pending.get(current), tenant_id)
             if record is None:
@@ -193,7 +199,7 @@ class ResponsesStore:
                     self.max_chain + 1 - len(chain),
                 )
                 for row in rows:
-                    if row.id in self._deleted:
+                    if self._is_deleted(row.id):
                         break
                     chain.append(row)
                 break
@@ -233,8 +239,19 @@ class ResponsesStore:
         left = self._deleted.get(op.id, 0) - 1
         if left > 0:
             self._deleted[op.id] = left
-        else:
-            self._deleted.pop(op.id, None)
+            return
+        self._deleted.pop(op.id, None)
+        now = time.monotonic()
+        gone = self._gone
+        gone[op.id] = now
+        while gone:
+            old = next(iter(gone))
+            if now - gone[old] < TOMBSTONE_S:
+                break
+            del gone[old]
+
+    def _is_deleted(self, response_id: str) -> bool:
+        return response_id in self._deleted or response_id in self._gone
 
     async def _write(self, ops: list[Op]) -> None:
         delay, failing = 0.05, False

@@ -228,6 +228,7 @@ class PartStart:
     tool_call_id: str | None = None
     tool_name: str | None = None
     item_id: str | None = None  # the wire's own id of the output item (OpenAI Responses rs_...)
+    redacted: str | None = None  # a reasoning part that arrives whole and opaque
 
 
 @dataclass(slots=True)

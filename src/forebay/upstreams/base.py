@@ -49,6 +49,9 @@ class UpstreamStream(Protocol):
 
 class Upstream(Protocol):
     deployment: Deployment
+    # The generation protocols it speaks natively: a request in one of them is
+    # relayed untouched, any other is translated (gateway/translate.py).
+    wire: frozenset[WireProtocol]
 
     def ready(self) -> bool:
         """Cheap, synchronous: may this deployment be tried right now?"""

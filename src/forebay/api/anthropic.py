@@ -1,0 +1,71 @@
+"""The Anthropic Messages endpoints: POST /v1/messages and
+/v1/messages/count_tokens, with errors in Anthropic's envelope.
+
+Keys come as `x-api-key` (Anthropic's SDKs) or `Authorization: Bearer`.
+`anthropic-version` is read as Anthropic reads it, but leniently: a request
+without it is served as 2023-06-01 (the version every current client sends),
+and only a value that is no version date at all is refused with a 400.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from forebay.api.errors import anthropic_error_response
+from forebay.config.settings import ModelAlias
+from forebay.errors import ForebayError, bad_request, forbidden, not_found
+from forebay.gateway.auth import KeyRing, authenticate_tenant, header
+from forebay.gateway.messages import count_tokens
+from forebay.gateway.pipeline import Gateway, read_body
+from forebay.gateway.validate import parse_json
+from forebay.upstreams.base import Endpoint, WireProtocol
+
+_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def check_version(value: str | None) -> None:
+    if value is not None and not _VERSION.fullmatch(value.strip()):
+        raise bad_request(
+            f"anthropic-version: {value[:40]!r} is not an API version; send "
+            "'anthropic-version: 2023-06-01'."
+        )
+
+
+def anthropic_routes(
+    gateway: Gateway, keyring: KeyRing, models: Mapping[str, ModelAlias], max_body_bytes: int
+) -> list[Route]:
+    async def messages(request: Request) -> Response:
+        try:
+            check_version(header(request, b"anthropic-version"))
+            return await gateway.handle(request, Endpoint.MESSAGES, WireProtocol.ANTHROPIC_MESSAGES)
+        except ForebayError as err:
+            return anthropic_error_response(err)
+
+    async def count(request: Request) -> Response:
+        """An estimate of the prompt's tokens (~4 characters each, its system
+        prompt and tool definitions included), not the model tokenizer's count:
+        no upstream is asked. Returned as Anthropic returns a count."""
+        try:
+            principal = authenticate_tenant(keyring, request)
+            check_version(header(request, b"anthropic-version"))
+            body = parse_json(await read_body(request, max_body_bytes), max_body_bytes)
+            model, tokens = count_tokens(body)
+            alias = models.get(model)
+            if alias is None:
+                raise not_found(f"model: {model[:200]!r} does not exist.", param="model")
+            if not principal.may_use(alias.name):
+                raise forbidden(f"Your API key is not allowed to use model '{alias.name}'.")
+        except ForebayError as err:
+            return anthropic_error_response(err)
+        return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")
+
+    return [
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count, methods=["POST"]),
+    ]

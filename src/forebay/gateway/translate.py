@@ -1,0 +1,200 @@
+"""Between a client and a deployment that speak different protocols.
+
+The body is decoded to canonical once per request (cached on the request) and
+encoded for each deployment tried; the reply is decoded and encoded back, and
+a stream goes through `TranslatingRelay`, which offers the dispatcher the
+surface `SseRelay` does (feed / tail, usage, saw_done, torn, upstream_error,
+content_events), so retries before the first byte, recording before the last
+bytes, hedging, slot release and redaction work the same on both paths.
+`PassThroughRelay` is for a protocol other than Chat on both ends: its bytes go
+through untouched while its codec reads a copy for usage, errors and the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from forebay.errors import bad_request, upstream_error
+from forebay.gateway.redact import Redactor
+from forebay.protocols.canonical import (
+    Codec,
+    GenReply,
+    ReasoningDelta,
+    StreamEnd,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    ToolArgsDelta,
+    Usage,
+)
+from forebay.protocols.registry import NoCodec, codec_for
+from forebay.protocols.sse import json_of, parse_frame
+from forebay.upstreams.base import Endpoint, WireProtocol
+
+# When a deployment speaks several protocols, the one requests are translated to.
+PREFERRED = (
+    WireProtocol.OPENAI_CHAT,
+    WireProtocol.OPENAI_RESPONSES,
+    WireProtocol.ANTHROPIC_MESSAGES,
+    WireProtocol.GEMINI,
+    WireProtocol.BEDROCK_CONVERSE,
+)
+# The call each protocol's generation goes to; the rest use MESSAGES.
+ENDPOINTS = {
+    WireProtocol.OPENAI_CHAT: Endpoint.CHAT,
+    WireProtocol.OPENAI_RESPONSES: Endpoint.RESPONSES,
+}
+GENERATION = frozenset({Endpoint.CHAT, Endpoint.RESPONSES, Endpoint.MESSAGES})
+
+
+class StreamRelay(Protocol):
+    """What the dispatcher's `_Relay` needs of the thing that turns upstream
+    stream bytes into client bytes."""
+
+    usage: Usage | None  # once the upstream said
+    content_events: int
+    saw_done: bool  # the stream's last event has been produced
+    torn: bool  # the upstream stream was cut short
+    upstream_error: dict[str, Any] | None
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def tail(self) -> bytes: ...
+
+    def error_event(self, message: str, code: str) -> bytes:
+        """The client protocol's last event for a stream that failed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    inbound: Codec
+    outbound: Codec
+    endpoint: Endpoint
+
+
+def translation(
+    protocol: WireProtocol, endpoint: Endpoint, wire: frozenset[WireProtocol]
+) -> Translation:
+    if endpoint not in GENERATION:
+        raise bad_request(
+            f"This model's deployment does not serve /v1/{endpoint.value} (it speaks "
+            f"{', '.join(sorted(wire))}); use /v1/chat/completions or /v1/messages.",
+            code="unsupported_endpoint",
+        )
+    target = next((p for p in PREFERRED if p in wire), None)
+    try:
+        if target is None:
+            raise NoCodec(f"the deployment speaks no known protocol ({sorted(wire)})")
+        return Translation(
+            codec_for(protocol), codec_for(target), ENDPOINTS.get(target, Endpoint.MESSAGES)
+        )
+    except NoCodec as exc:
+        raise upstream_error(
+            502, f"Forebay cannot reach this deployment: {exc}", code="no_translator"
+        ) from None
+
+
+def reply_bytes(t: Translation, reply: GenReply) -> bytes:
+    return orjson.dumps(t.inbound.encode_reply(reply))
+
+
+class TranslatingRelay:
+    def __init__(self, t: Translation, *, include_usage: bool, redactor: Redactor) -> None:
+        self._decoder = t.outbound.stream_decoder()
+        self._encoder = t.inbound.stream_encoder(include_usage=include_usage)
+        self._redact = redactor.redact
+        self.usage: Usage | None = None
+        self.content_events = 0
+        self.saw_done = False
+        self.torn = False
+        self.upstream_error: dict[str, Any] | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._out(self._decoder.feed(chunk))
+
+    def tail(self) -> bytes:
+        events = self._decoder.close()
+        if events and isinstance(events[-1], StreamError) and not self.saw_done:
+            # Cut short: the dispatcher ends the stream with its own error event.
+            self.torn = True
+            events.pop()
+        return self._out(events)
+
+    def error_event(self, message: str, code: str) -> bytes:
+        return self._encoder.encode(StreamError(message, type=code))
+
+    def _out(self, events: list[StreamEvent]) -> bytes:
+        if not events or self.saw_done:
+            return b""
+        out = []
+        for event in events:
+            if isinstance(event, TextDelta | ToolArgsDelta | ReasoningDelta):
+                self.content_events += 1
+            elif isinstance(event, StreamEnd):
+                if event.usage is not None:
+                    self.usage = event.usage
+                self.saw_done = True
+            elif isinstance(event, StreamError):
+                self.upstream_error = {"message": event.message, "type": event.type}
+                self.saw_done = True
+            out.append(self._encoder.encode(event))
+            if self.saw_done:
+                break  # nothing after the end reaches the client
+        return self._redact(b"".join(out))
+
+
+class PassThroughRelay:
+    def __init__(self, protocol: WireProtocol, *, redactor: Redactor) -> None:
+        codec = codec_for(protocol)
+        self._decoder = codec.stream_decoder()
+        self._encoder = codec.stream_encoder(include_usage=False)
+        self._redact = redactor.redact
+        self._buf = b""
+        self.usage: Usage | None = None
+        self.content_events = 0
+        self.saw_done = False
+        self.torn = False
+        self.upstream_error: dict[str, Any] | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n")
+        data = self._buf + chunk if self._buf else chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._buf = data
+            return b""
+        self._buf = data[end + 2 :]
+        complete = data[: end + 2]
+        self._meter(self._decoder.feed(complete))
+        return self._redact(complete)
+
+    def tail(self) -> bytes:
+        rest, self._buf = self._buf.strip(), b""
+        if not rest:
+            return b""
+        frame = parse_frame(rest)
+        if frame is None or json_of(frame[1]) is None:
+            self.torn = True
+            return b""
+        event = rest + b"\n\n"
+        self._meter(self._decoder.feed(event))
+        return self._redact(event)
+
+    def error_event(self, message: str, code: str) -> bytes:
+        return self._encoder.encode(StreamError(message, type=code))
+
+    def _meter(self, events: list[StreamEvent]) -> None:
+        for event in events:
+            if isinstance(event, TextDelta | ToolArgsDelta | ReasoningDelta):
+                self.content_events += 1
+            elif isinstance(event, StreamEnd):
+                if event.usage is not None:
+                    self.usage = event.usage
+                self.saw_done = True
+            elif isinstance(event, StreamError):
+                self.upstream_error = {"message": event.message, "type": event.type}

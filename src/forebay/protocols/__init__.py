@@ -1,0 +1,1 @@
+"""Wire formats <-> the canonical form (canonical.py), one codec per protocol."""

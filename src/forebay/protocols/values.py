@@ -1,0 +1,63 @@
+"""Reading a decoded JSON body field by field: the type a reference asks for,
+or a 400 that names the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from forebay.errors import bad_request
+
+
+def as_dict(value: Any, where: str | None = None) -> dict[str, Any]:
+    """`value` if it is an object; else {} (where=None) or a 400 naming `where`."""
+    if isinstance(value, dict):
+        return value
+    if where is None:
+        return {}
+    raise bad_request(f"{where} must be an object.", param=where)
+
+
+def as_list(value: Any, where: str) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    raise bad_request(f"{where} must be a list.", param=where)
+
+
+def opt_str(value: Any, where: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise bad_request(f"{where} must be a string.", param=where)
+
+
+def opt_int(value: Any, where: str = "value") -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise bad_request(f"{where} must be an integer.", param=where)
+
+
+def opt_number(value: Any, where: str) -> float | None:
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    raise bad_request(f"{where} must be a number.", param=where)
+
+
+def opt_bool(value: Any, where: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise bad_request(f"{where} must be true or false.", param=where)
+
+
+def split_data_url(url: str) -> tuple[str | None, str | None]:
+    """(media type, base64 data) of a `data:<type>;base64,<data>` URL; (None, None) else."""
+    if not url.startswith("data:"):
+        return None, None
+    head, sep, data = url[5:].partition(",")
+    if not sep or not head.endswith(";base64"):
+        return None, None
+    return head[: -len(";base64")] or None, data
+
+
+def data_url(media_type: str, data: str) -> str:
+    return f"data:{media_type};base64,{data}"
