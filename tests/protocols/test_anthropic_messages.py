@@ -32,7 +32,7 @@ from forebay.protocols.canonical import (
     ToolResultPart,
     Usage,
 )
-from forebay.protocols.registry import NoCodec, codec_for
+from forebay.protocols.registry import codec_for
 from forebay.upstreams.base import WireProtocol
 
 CODEC = codec_for(WireProtocol.ANTHROPIC_MESSAGES)
@@ -416,6 +416,6 @@ def test_garbled_event_is_an_error() -> None:
     assert isinstance(events[0], StreamError)
 
 
-def test_registry_names_a_missing_codec() -> None:
-    with pytest.raises(NoCodec, match="bedrock_converse"):
-        codec_for(WireProtocol.BEDROCK_CONVERSE)
+def test_registry_has_a_codec_for_every_protocol() -> None:
+    for protocol in WireProtocol:
+        assert codec_for(protocol).name == protocol.value

@@ -128,7 +128,9 @@ def test_prefix_reuse_lowers_time_to_first_token(sim: ServerThread, sdk: openai.
 
 
 async def test_continuous_batching_shares_steps_and_metrics_show_load() -> None:
-    app = create_sim_app(MODEL, "h100-sxm", speedup=2.0, max_batch=4, kv_cache_tokens=64_000)
+    # speedup 0.5: each request runs long enough in real time that all eight are in
+    # (four running, four waiting) before the first ends, however busy the machine.
+    app = create_sim_app(MODEL, "h100-sxm", speedup=0.5, max_batch=4, kv_cache_tokens=64_000)
     with ServerThread(app) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
 
@@ -138,16 +140,19 @@ async def test_continuous_batching_shares_steps_and_metrics_show_load() -> None:
                 return dict(resp.json()["forebay_sim"])
 
             tasks = [asyncio.create_task(one(i)) for i in range(8)]
-            # Poll (bounded) until all 8 have arrived, rather than sleeping a fixed 50 ms:
-            # on a loaded machine they take longer to reach the server.
-            deadline = time.monotonic() + 5
+            # Poll (bounded) until all 8 have arrived and a batch is running, rather
+            # than sleeping a fixed time: on a loaded machine arrivals spread out.
+            deadline = time.monotonic() + 20
             while True:
                 text = (await http.get("/metrics")).text
                 seen = {
                     s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
                 }
                 arrived = seen["vllm:num_requests_running"] + seen["vllm:num_requests_waiting"]
-                if arrived >= 8 or time.monotonic() > deadline:
+                # All in, and the next step has filled the batch (the first to arrive
+                # may have started alone).
+                full = seen["vllm:num_requests_running"] >= 4
+                if (arrived >= 8 and full) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.01)
             results = await asyncio.gather(*tasks)

@@ -119,6 +119,9 @@ class RawUpstream:
     async def _shutdown(self) -> None:
         assert self._server is not None
         self._server.close()
+        # A connection accepted as the loop stopped has a handler task that has not
+        # started: cancelled now, its coroutine would never run (nor close its socket).
+        await asyncio.sleep(0)
         for task in self._handlers:
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)

@@ -352,3 +352,6 @@ def decode_usage(raw: Any) -> Usage | None:
         cache_read_tokens=read,
         cache_write_tokens=write,
     )
+
+
+CODEC = BedrockConverseCodec()

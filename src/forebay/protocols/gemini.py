@@ -362,3 +362,6 @@ def decode_usage(meta: Any) -> Usage | None:
         cache_read_tokens=count(meta.get("cachedContentTokenCount")),
         reasoning_tokens=thoughts,
     )
+
+
+CODEC = GeminiCodec()

@@ -13,9 +13,9 @@ from forebay.upstreams.base import WireProtocol
 _MODULES: dict[WireProtocol, str] = {
     WireProtocol.OPENAI_CHAT: "forebay.protocols.openai_chat",
     WireProtocol.ANTHROPIC_MESSAGES: "forebay.protocols.anthropic_messages",
-    # WireProtocol.OPENAI_RESPONSES: "forebay.protocols.openai_responses",
-    # WireProtocol.GEMINI: "forebay.protocols.gemini",
-    # WireProtocol.BEDROCK_CONVERSE: "forebay.protocols.bedrock_converse",
+    WireProtocol.OPENAI_RESPONSES: "forebay.protocols.openai_responses",
+    WireProtocol.GEMINI: "forebay.protocols.gemini",
+    WireProtocol.BEDROCK_CONVERSE: "forebay.protocols.bedrock_converse",
 }
 
 
