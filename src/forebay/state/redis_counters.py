@@ -16,7 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, NoScriptError, RedisError
 
 from forebay.state.counters import WINDOW_S, Adjustment, Check, Outcome
@@ -144,10 +144,14 @@ class RedisCounters:
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float) -> RedisCounters:
         # After Redis restarts, every pooled connection is dead, and the first command on
-        # each fails. One retry on the same connection, reconnected, hides that (the new
-        # server never ran the first try). Only connection errors: a Redis that does not
-        # answer in time must fail over at once, not after twice the timeout.
-        once = Retry(NoBackoff(), 1, supported_errors=(ConnectionError,))
+        # each fails. A retry on the same connection, reconnected, hides that (the new
+        # server never ran the first try); a second, 10-20 ms later, covers a reconnect
+        # that lost the race with a burst on a loaded machine (seen in CI). Only
+        # connection errors: a Redis that does not answer in time must fail over at
+        # once, not after several timeouts.
+        once = Retry(
+            ExponentialBackoff(cap=0.05, base=0.01), 2, supported_errors=(ConnectionError,)
+        )
         client = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout_s,
