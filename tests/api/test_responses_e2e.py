@@ -451,3 +451,27 @@ def test_a_stream_that_fails_midway_ends_failed_and_gives_its_slot_back(
     row = gw.row_for(resp.headers["x-request-id"])
     assert row["status"] in (502, 504) and row["protocol"] == "openai_responses"
     assert _settled(gw) == {}
+
+
+# -- limits ----------------------------------------------------------------------------
+
+
+def test_a_tenant_limit_caps_responses_by_max_output_tokens(
+    gw: Gateway,
+    admin: httpx.Client,
+    upstream: Upstream,
+    oai_api: tuple[OpenAIServer, ServerThread],
+) -> None:
+    resp = admin.put("/admin/limits/tenant/default", json={"tpm": 100_000})
+    assert resp.status_code == 200, resp.text
+    # Relayed untouched but for the cap, in Responses' own field (never max_tokens).
+    assert _post(gw, {"model": "gpt", "input": "capped", "store": False}).status_code == 200
+    sent = oai_api[0].seen[-1].body
+    assert sent["max_output_tokens"] == 1024 and "max_tokens" not in sent
+    # Translated: the decoded request carries the cap to the Chat upstream.
+    assert _post(gw, {"model": "echo", "input": "capped"}).status_code == 200
+    assert upstream.fake.seen[-1].body["max_tokens"] == 1024
+    # The caller's own cap is the reservation, and is left as sent.
+    body = {"model": "gpt", "input": "mine", "store": False, "max_output_tokens": 50}
+    assert _post(gw, body).status_code == 200
+    assert oai_api[0].seen[-1].body["max_output_tokens"] == 50
