@@ -18,6 +18,8 @@ from pydantic import BaseModel
 from tests.conftest import Gateway, GatewayFactory, Upstream
 from tests.support import anthropic_server
 from tests.support.anthropic_server import AnthropicServer
+from tests.support.azure_openai_server import API_KEY as AZURE_KEY
+from tests.support.azure_openai_server import AzureServer
 from tests.support.openai_api_server import API_KEY as OPENAI_KEY
 from tests.support.openai_api_server import OpenAIServer
 from tests.support.raw_upstream import RawUpstream
@@ -56,12 +58,20 @@ def oai_api() -> Iterator[tuple[OpenAIServer, ServerThread]]:
 
 
 @pytest.fixture
+def azure() -> Iterator[tuple[AzureServer, ServerThread]]:
+    fake = AzureServer()
+    with ServerThread(fake.app()) as thread:
+        yield fake, thread
+
+
+@pytest.fixture
 def gw(
     make_gateway: GatewayFactory,
     upstream: Upstream,
     raw: RawUpstream,
     ant: tuple[AnthropicServer, ServerThread],
     oai_api: tuple[OpenAIServer, ServerThread],
+    azure: tuple[AzureServer, ServerThread],
 ) -> Gateway:
     fake = upstream.base_url
     a_url, o_url = ant[1].url, oai_api[1].url
@@ -103,6 +113,10 @@ def gw(
         deployments: [{openai_dep("oai-garbled", "garbled")}]
       gpt-drop:
         deployments: [{openai_dep("oai-drop", "drop")}]
+      azure:
+        deployments:
+          - {{name: az, provider: azure_openai, base_url: '{azure[1].url}', model: gpt-4o,
+             azure_deployment: gpt-4o-prod, api_key: '{AZURE_KEY}'}}
     """
     )
 
@@ -335,6 +349,23 @@ def test_native_with_state_gets_the_whole_conversation_and_forebay_ids(
     texts = [(i["role"], _text(i["content"])) for i in sent["input"]]
     assert texts == [("user", "first words"), ("assistant", "first words"), ("user", "second")]
     assert client.responses.retrieve(second.id).output_text == "second"
+
+
+def test_azure_openai_serves_responses_natively(
+    client: openai.OpenAI, azure: tuple[AzureServer, ServerThread]
+) -> None:
+    relayed = client.responses.create(model="azure", input="plain relay", store=False)
+    assert relayed.id == "resp_test" and relayed.output_text == "plain relay"
+    seen = azure[0].seen[-1]
+    assert seen.path == "/openai/v1/responses" and seen.headers["api-key"] == AZURE_KEY
+    assert seen.body == {"model": "gpt-4o-prod", "input": "plain relay", "store": False}
+    with client.responses.stream(model="azure", input="kept turn") as stream:
+        events = list(stream)
+        kept = stream.get_final_response()
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert kept.id != "resp_test" and kept.model == "azure"
+    assert azure[0].seen[-1].body["store"] is False
+    assert client.responses.retrieve(kept.id).output_text == "kept turn"
 
 
 def test_a_hosted_tool_goes_to_a_native_upstream_only(
