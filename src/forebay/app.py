@@ -28,7 +28,7 @@ from forebay.api.connections import GUARD_HOOK, EdgeGuard, GuardHook
 from forebay.api.errors import anthropic_error_response, error_response
 from forebay.api.openai import openai_routes
 from forebay.api.ops import operator_check, ops_routes, with_metrics_listener
-from forebay.api.responses import responses_routes
+from forebay.api.responses import create_route, responses_routes
 from forebay.config.settings import Settings
 from forebay.db import changes
 from forebay.db.engine import database_url, make_engine
@@ -438,6 +438,7 @@ def create_app(services: Services) -> Starlette:
         *anthropic_routes(
             services.gateway, services.keyring, settings.models, settings.max_body_bytes
         ),
+        create_route(services.gateway, services.responses),
         *responses_routes(services.responses, services.keyring),
         *admin_routes(
             services.store,

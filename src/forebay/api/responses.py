@@ -22,6 +22,12 @@ call. Around the dispatch:
    `CODEC.stream_encoder(include_usage=True, ctx=creation.context)`.
 4. `finish_create(store, creation, response)` with that Response (a stream's is
    the encoder's `response` after its last event; None if it never ended).
+
+`create_route` does this through the pipeline (Gateway.handle with a route
+parser): gateway/responses.py binds the Responses codec to the creation so the
+dispatcher's translated replies and streams carry its context and are stored,
+and marks a stateful request (store or previous_response_id) as not to be
+relayed verbatim, even to a native upstream (why: its docstring).
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from starlette.routing import Route
 from forebay.api.errors import error_response
 from forebay.errors import ForebayError, bad_request
 from forebay.gateway.auth import KeyRing, authenticate_tenant
+from forebay.gateway.pipeline import Gateway
+from forebay.gateway.responses import parse_responses, strip_overrides
+from forebay.gateway.validate import ParsedRequest
 from forebay.ledger.responses_store import ResponsesStore
 from forebay.protocols.canonical import GenRequest
 from forebay.protocols.openai_responses import add_history, request_from
@@ -45,6 +54,7 @@ from forebay.protocols.openai_responses_items import Item, decode_input
 from forebay.protocols.openai_responses_reply import ResponseContext, echo_of
 from forebay.protocols.openai_responses_state import history, listed, record_of
 from forebay.tenancy.keys import Principal
+from forebay.upstreams.base import Endpoint, WireProtocol
 
 MAX_ID = 100  # longer than any id Forebay makes: not found without a lookup
 
@@ -195,3 +205,23 @@ def finish_create(store: ResponsesStore, creation: Creation, response: dict[str,
         expires_at=store.expiry(float(response["created_at"])),
     )
     return store.save(record)
+
+
+def create_route(gateway: Gateway, store: ResponsesStore) -> Route:
+    async def parse(principal: Principal, body: dict[str, Any]) -> ParsedRequest:
+        creation = await begin_create(store, principal, strip_overrides(body))
+        stateful = creation.store or body.get("previous_response_id") is not None
+        return parse_responses(
+            body,
+            creation.request,
+            creation.context,
+            lambda response: finish_create(store, creation, response),
+            stateful=stateful,
+        )
+
+    async def create(request: Request) -> Response:
+        return await gateway.handle(
+            request, Endpoint.RESPONSES, WireProtocol.OPENAI_RESPONSES, parse=parse
+        )
+
+    return Route("/v1/responses", create, methods=["POST"])

@@ -46,6 +46,7 @@ from forebay.gateway.translate import (
     StreamRelay,
     TranslatingRelay,
     Translation,
+    encode_for,
     reply_bytes,
     translation,
 )
@@ -279,16 +280,16 @@ class Dispatcher:
     async def _try(self, req: ParsedRequest, lease: Lease, ticket: Ticket) -> Opened:
         upstream = lease.state.upstream
         dep = upstream.deployment
-        if req.protocol in upstream.wire:  # the bytes go through untouched
+        if req.protocol in upstream.wire and req.verbatim:  # the bytes go through untouched
             plan = None
             endpoint = req.endpoint
             payload = _upstream_payload(req, dep.upstream_model)
         else:
-            plan = translation(req.protocol, req.endpoint, upstream.wire)
+            plan = translation(req.protocol, req.endpoint, upstream.wire, req.inbound)
             endpoint = plan.endpoint
             if req.canonical is None:
                 req.canonical = plan.inbound.decode_request(req.payload)
-            payload = plan.outbound.encode_request(req.canonical, dep.upstream_model)
+            payload = encode_for(plan, req.canonical, dep.upstream_model)
         limit = max(0.001, ticket.deadline - time.monotonic())
         own_limit = dep.first_byte_timeout_s is not None and dep.first_byte_timeout_s < limit
         if own_limit:
@@ -424,6 +425,8 @@ class _Relay:
         self._opened = opened
         assert opened.sse is not None
         self._sse = opened.sse
+        if opened.translated is not None and isinstance(opened.sse, TranslatingRelay):
+            opened.sse.commit()  # the winner: what it answers may be kept
         self._failure: UpstreamFailure | None = None
         self._finished = False
         self._closed = False

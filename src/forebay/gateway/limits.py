@@ -43,7 +43,7 @@ from forebay.state.failover import StateUnavailable
 from forebay.state.policy import LimitPolicy, PolicyBook, Subject
 from forebay.telemetry.metrics import Metrics
 from forebay.tenancy.keys import Principal
-from forebay.upstreams.base import Endpoint
+from forebay.upstreams.base import Endpoint, WireProtocol
 
 log = logging.getLogger("forebay.limits")
 
@@ -144,6 +144,8 @@ class Limiter:
         output = 0
         if ex.endpoint is not Endpoint.EMBEDDINGS:
             asked = max_output_tokens(req.payload)
+            if asked is None and req.canonical is not None:
+                asked = req.canonical.max_output_tokens  # Responses' max_output_tokens
             if asked is None:
                 # The reservation must bound what the upstream may generate.
                 asked = self._config.default_output_reserve
@@ -270,6 +272,13 @@ def _upper_bounds(
 def _cap_output(req: ParsedRequest, cap: int) -> None:
     """Set the output cap the caller left out (or set negative: no limit to llama.cpp)."""
     payload = req.payload
+    if req.protocol is WireProtocol.OPENAI_RESPONSES:
+        # Its own field (at least 16), and in the decoded body that translation encodes.
+        cap = max(cap, 16)
+        payload["max_output_tokens"] = cap
+        if req.canonical is not None:
+            req.canonical.max_output_tokens = cap
+        return
     capped = False
     for name in ("max_completion_tokens", "max_tokens"):
         value = payload.get(name)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -26,6 +26,7 @@ from forebay.gateway.recorder import Exchange, Recorder
 from forebay.gateway.redact import Redactor
 from forebay.gateway.traffic import Traffic
 from forebay.gateway.validate import ParsedRequest, kind_mismatch, parse_json, parse_request
+from forebay.tenancy.keys import Principal
 from forebay.upstreams.base import Endpoint, WireProtocol
 from forebay.upstreams.passed_headers import from_client as passable_headers
 
@@ -35,6 +36,9 @@ log = logging.getLogger("forebay")
 PARSERS: Mapping[WireProtocol, Callable[[dict[str, Any]], ParsedRequest]] = {
     WireProtocol.ANTHROPIC_MESSAGES: parse_messages,
 }
+# A parser the route brings, for a protocol whose decoding needs the caller and
+# state the gateway does not hold (Responses: the tenant's stored conversations).
+RouteParser = Callable[[Principal, dict[str, Any]], Awaitable[ParsedRequest]]
 
 
 class Gateway:
@@ -63,6 +67,7 @@ class Gateway:
         request: Request,
         endpoint: Endpoint,
         protocol: WireProtocol = WireProtocol.OPENAI_CHAT,
+        parse: RouteParser | None = None,
     ) -> Response:
         # Before the exchange: a failed authentication is counted and throttled
         # (auth_failures.py), never one ledger row each.
@@ -74,7 +79,8 @@ class Gateway:
                 req = parse_request(endpoint, parse_json(body, self._limit))
             else:
                 ex.protocol = protocol
-                req = PARSERS[protocol](parse_json(body, self._limit))
+                obj = parse_json(body, self._limit)
+                req = await parse(principal, obj) if parse is not None else PARSERS[protocol](obj)
             req.headers = passable_headers(request.scope["headers"])
             ex.stream = req.stream
             model = self._models.get(req.model)

@@ -8,10 +8,17 @@ content_events), so retries before the first byte, recording before the last
 bytes, hedging, slot release and redaction work the same on both paths.
 `PassThroughRelay` is for a protocol other than Chat on both ends: its bytes go
 through untouched while its codec reads a copy for usage, errors and the end.
+
+A request may also be translated to its own protocol (`ParsedRequest.verbatim`
+False: a Responses request whose state Forebay keeps, api/responses.py), and
+may bring its own inbound codec, bound to it (`ParsedRequest.inbound`).
+Before a request crosses to another protocol, its protocol's check (`CROSSING`)
+refuses what only a native upstream could serve.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +29,7 @@ from forebay.gateway.redact import Redactor
 from forebay.protocols.canonical import (
     Codec,
     GenReply,
+    GenRequest,
     ReasoningDelta,
     StreamEnd,
     StreamError,
@@ -30,6 +38,7 @@ from forebay.protocols.canonical import (
     ToolArgsDelta,
     Usage,
 )
+from forebay.protocols.openai_responses import check_translatable
 from forebay.protocols.registry import NoCodec, codec_for
 from forebay.protocols.sse import json_of, parse_frame
 from forebay.upstreams.base import Endpoint, WireProtocol
@@ -48,6 +57,10 @@ ENDPOINTS = {
     WireProtocol.OPENAI_RESPONSES: Endpoint.RESPONSES,
 }
 GENERATION = frozenset({Endpoint.CHAT, Endpoint.RESPONSES, Endpoint.MESSAGES})
+# What a request of this protocol must pass before it is encoded for another.
+CROSSING: dict[str, Callable[[GenRequest], None]] = {
+    WireProtocol.OPENAI_RESPONSES.value: check_translatable,
+}
 
 
 class StreamRelay(Protocol):
@@ -77,7 +90,10 @@ class Translation:
 
 
 def translation(
-    protocol: WireProtocol, endpoint: Endpoint, wire: frozenset[WireProtocol]
+    protocol: WireProtocol,
+    endpoint: Endpoint,
+    wire: frozenset[WireProtocol],
+    inbound: Codec | None = None,
 ) -> Translation:
     if endpoint not in GENERATION:
         raise bad_request(
@@ -85,17 +101,30 @@ def translation(
             f"{', '.join(sorted(wire))}); use /v1/chat/completions or /v1/messages.",
             code="unsupported_endpoint",
         )
-    target = next((p for p in PREFERRED if p in wire), None)
+    # The client's own protocol when the deployment speaks it (a request that
+    # must not be relayed verbatim), else the first it speaks.
+    target = protocol if protocol in wire else next((p for p in PREFERRED if p in wire), None)
     try:
         if target is None:
             raise NoCodec(f"the deployment speaks no known protocol ({sorted(wire)})")
         return Translation(
-            codec_for(protocol), codec_for(target), ENDPOINTS.get(target, Endpoint.MESSAGES)
+            inbound or codec_for(protocol),
+            codec_for(target),
+            ENDPOINTS.get(target, Endpoint.MESSAGES),
         )
     except NoCodec as exc:
         raise upstream_error(
             502, f"Forebay cannot reach this deployment: {exc}", code="no_translator"
         ) from None
+
+
+def encode_for(t: Translation, req: GenRequest, model: str) -> dict[str, Any]:
+    """The upstream's payload; a 400 for what cannot cross to its protocol."""
+    if t.inbound.name != t.outbound.name:
+        check = CROSSING.get(t.inbound.name)
+        if check is not None:
+            check(req)
+    return t.outbound.encode_request(req, model)
 
 
 def reply_bytes(t: Translation, reply: GenReply) -> bytes:
@@ -126,6 +155,13 @@ class TranslatingRelay:
 
     def error_event(self, message: str, code: str) -> bytes:
         return self._encoder.encode(StreamError(message, type=code))
+
+    def commit(self) -> None:
+        """This relay's stream is the one the client gets (not a hedge's loser):
+        an encoder that keeps what it answered (a stored Response) may keep it."""
+        commit = getattr(self._encoder, "commit", None)
+        if commit is not None:
+            commit()
 
     def _out(self, events: list[StreamEvent]) -> bytes:
         if not events or self.saw_done:

@@ -15,7 +15,7 @@ from forebay.errors import ForebayError, bad_request, too_large
 from forebay.upstreams.base import Endpoint, WireProtocol
 
 if TYPE_CHECKING:
-    from forebay.protocols.canonical import GenRequest
+    from forebay.protocols.canonical import Codec, GenRequest
 
 # Body fields that would let a caller steer where a request goes or what
 # credentials it uses. They are dropped, never honoured.
@@ -56,6 +56,13 @@ class ParsedRequest:
     # The body in canonical form, decoded once: when it is parsed (protocols
     # other than Chat) or when a deployment first needs it translated.
     canonical: GenRequest | None = None
+    # The codec that answers the client when the reply is translated, when it
+    # is bound to this request (Responses: Forebay's ids, and the stored reply);
+    # None: the protocol's own (protocols/registry.py).
+    inbound: Codec | None = None
+    # False: never relay the bytes untouched, even to an upstream of the client's
+    # protocol (a Responses request whose state Forebay keeps).
+    verbatim: bool = True
 
 
 def parse_json(body: bytes, limit: int) -> dict[str, Any]:

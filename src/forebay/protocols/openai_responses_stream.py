@@ -235,8 +235,10 @@ class ResponsesStreamEncoder:
         if not self._started:
             return
         unsaid: list[bytes] = []  # items cut short are incomplete in the Response, no done events
+        seq = self._seq  # ... and no sequence numbers: the client sees no gap
         for index in sorted(self._open):
             self._close_part(unsaid, index, "incomplete")
+        self._seq = seq
         error = {"code": "server_error", "message": event.message}
         self.response = self._snapshot("failed", usage=self._usage, error=error)
         self._emit(out, "response.failed", response=self.response)
