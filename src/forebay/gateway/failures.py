@@ -52,9 +52,16 @@ class Retry(Enum):
     ANYWHERE = "anywhere"  # the same deployment too, when it is the only one
 
 
+# Statuses with which providers say "saturated": 429 (OpenAI, Gemini's
+# RESOURCE_EXHAUSTED, Bedrock's ThrottlingException), 503 (Gemini's UNAVAILABLE,
+# Bedrock's ServiceUnavailableException, vLLM and others) and Anthropic's 529
+# overloaded_error (its adapter's kind is "unavailable").
+OVERLOAD_STATUSES = frozenset({429, 503, 529})
+
+
 def overload_signal(failure: UpstreamFailure) -> bool:
     """Failures that say the deployment is saturated (its limit may drop)."""
-    return failure.kind == "timeout" or failure.status in (429, 503)
+    return failure.kind == "timeout" or failure.status in OVERLOAD_STATUSES
 
 
 def retry_rule(failure: UpstreamFailure) -> Retry:
