@@ -46,6 +46,7 @@ from forebay.gateway.translate import (
     StreamRelay,
     TranslatingRelay,
     Translation,
+    check_translatable,
     reply_bytes,
     translation,
 )
@@ -288,6 +289,7 @@ class Dispatcher:
             endpoint = plan.endpoint
             if req.canonical is None:
                 req.canonical = plan.inbound.decode_request(req.payload)
+            check_translatable(req.canonical, req.protocol)
             payload = plan.outbound.encode_request(req.canonical, dep.upstream_model)
         limit = max(0.001, ticket.deadline - time.monotonic())
         own_limit = dep.first_byte_timeout_s is not None and dep.first_byte_timeout_s < limit

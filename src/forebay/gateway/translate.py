@@ -22,6 +22,7 @@ from forebay.gateway.redact import Redactor
 from forebay.protocols.canonical import (
     Codec,
     GenReply,
+    GenRequest,
     ReasoningDelta,
     StreamEnd,
     StreamError,
@@ -74,6 +75,23 @@ class Translation:
     inbound: Codec
     outbound: Codec
     endpoint: Endpoint
+
+
+def check_translatable(req: GenRequest, protocol: WireProtocol) -> None:
+    """Refuse (400) what the inbound codec marked `native_only` in its extras
+    (Messages' container and mcp_servers, Responses' hosted tools): only an
+    upstream of the caller's own protocol could act on it, and silently dropping
+    it would change the answer."""
+    for extra in req.extras.values():
+        native = extra.get("native_only")
+        if native:
+            raise bad_request(
+                f"{', '.join(native)}: only an upstream that speaks {protocol} natively can "
+                f"serve this, and this deployment of '{req.model[:200]}' does not; remove "
+                f"{'it' if len(native) == 1 else 'them'}, or route this model to such an upstream.",
+                param=native[0],
+                code="not_translatable",
+            )
 
 
 def translation(
