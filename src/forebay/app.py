@@ -436,7 +436,11 @@ def create_app(services: Services) -> Starlette:
     routes = [
         *openai_routes(services.gateway, services.keyring, settings.models),
         *anthropic_routes(
-            services.gateway, services.keyring, settings.models, settings.max_body_bytes
+            services.gateway,
+            services.keyring,
+            settings.models,
+            settings.max_body_bytes,
+            services.limiter,
         ),
         create_route(services.gateway, services.responses),
         *responses_routes(services.responses, services.keyring),

@@ -252,6 +252,7 @@ def test_past_the_cap_idle_sockets_make_room_and_busy_ones_get_503(
         assert all(_read_until_closed(s, 5) == b"" for s in idle[: 2 * CAP])
         with _sockets(gw, 5, busy=True):  # now every connection holds a request
             with _connect(gw) as extra:
+                extra.sendall(_chat_head(gw, 2) + b"{}")  # answered once its path is known
                 status, error, headers = _status_and_error(_read_until_closed(extra))
             assert status == 503 and error["code"] == "too_many_connections"
             assert headers["retry-after"] == "1"

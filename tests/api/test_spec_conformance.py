@@ -262,3 +262,14 @@ def _error(resp: httpx.Response, status: int) -> dict[str, Any]:
     assert resp.status_code == status, resp.text
     err: dict[str, Any] = resp.json()["error"]
     return err
+
+
+def test_a_whole_float_past_64_bits_is_refused_not_crashed(gw: Gateway) -> None:
+    """1.8e19 is a whole number, but no upstream (nor orjson, re-encoding the body)
+    can carry it: a 400 naming the field, not a 500."""
+    for path, body in (
+        ("chat/completions", CHAT),
+        ("completions", {"model": "echo", "prompt": "a"}),
+    ):
+        resp = _raw(gw, path, {**body, "max_tokens": 1.8446744073709552e19})
+        assert _error(resp, 400)["param"] == "max_tokens"

@@ -106,3 +106,16 @@ def test_streams(events: list[Any], which: int) -> None:
     encoder = CODECS[1 - which].stream_encoder(include_usage=True)
     for event in decoded:
         assert isinstance(encoder.encode(event), bytes)
+
+
+def test_a_whole_float_too_big_for_an_integer_is_a_400() -> None:
+    """Found by test_requests: 1.8e19 is whole, but past 64 bits no upstream (nor
+    orjson, re-encoding it) can carry it."""
+    body = {"model": "m", "max_tokens": 1.8446744073709552e19, "messages": []}
+    for codec in CODECS:
+        try:
+            codec.decode_request(body)
+        except ForebayError as err:
+            assert err.status == 400 and err.param == "max_tokens"
+        else:
+            raise AssertionError(f"{codec.name} accepted max_tokens 1.8e19")

@@ -17,6 +17,7 @@ invalid_request_error, as Anthropic answers). Behaviour by model name:
   spend-limit    429 for a spent monthly limit (details.error_code), no retry-after
   overloaded     529 overloaded_error       api-error  500 api_error
   invalid        400 invalid_request_error  forbidden  403 permission_error
+  missing        404 not_found_error ("model: missing"), as for a model it does not serve
   stream-error   streams message_start and one delta, then `event: error` (overloaded)
   garbled        200 whose body (or whose every event) is not JSON
   drop           closes the connection half-way through the body (streams: after
@@ -221,6 +222,7 @@ def _failure(model: str) -> Response | None:
         "api-error": (500, "api_error", "Internal server error"),
         "invalid": (400, "invalid_request_error", "messages.0.content: Field required"),
         "forbidden": (403, "permission_error", "Your API key does not have permission."),
+        "missing": (404, "not_found_error", "model: missing"),
     }
     if model in simple:
         return error(*simple[model])

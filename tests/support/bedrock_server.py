@@ -21,6 +21,7 @@ Behaviour by model id (any suffix such as ":0" is ignored):
   guardrail    stopReason guardrail_intervened, with the guardrail's text
   throttle     429 ThrottlingException        unavailable  503 ServiceUnavailableException
   not-ready    429 ModelNotReadyException     model-error  424 ModelErrorException
+  missing      404 ResourceNotFoundException
   stream-throttle  one text delta, then a throttlingException event
   stream-garbled   one text delta, then a frame whose CRC is wrong
   stream-cut       one text delta, then half a frame and EOF
@@ -186,6 +187,7 @@ def _failure(model: str) -> Response | None:
             "Model is not ready to serve inference requests.",
         ),
         "model-error": (424, "ModelErrorException", "The model failed to process the request."),
+        "missing": (404, "ResourceNotFoundException", "Model not found."),
     }
     if model in statuses:
         return _error(*statuses[model])

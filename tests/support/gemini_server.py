@@ -24,6 +24,7 @@ Behaviour by model name:
   gemini-midstream  one text chunk, then data: {"error": {503 UNAVAILABLE}}
   gemini-garbled    one text chunk, then a data line that is not JSON
   gemini-cut        one text chunk without finishReason, then EOF
+  (not gemini-*)    404 NOT_FOUND, as for a model Google does not serve
 """
 
 from __future__ import annotations
@@ -97,6 +98,13 @@ class FakeGemini:
             )
         if method not in ("generateContent", "streamGenerateContent"):
             return _error(404, "NOT_FOUND", "method not found")
+        if not model.startswith("gemini-"):
+            return _error(
+                404,
+                "NOT_FOUND",
+                f"models/{model} is not found for API version v1beta, or is not supported "
+                f"for {method}.",
+            )
         failure = _failure(model)
         if failure is not None:
             return failure

@@ -10,6 +10,7 @@ Behaviour by model name (any other echoes the last user message):
   quota         429 insufficient_quota (the account's billing), no retry-after
   server-error  500 server_error        overloaded  503 (engine overloaded)
   invalid       400 invalid_request_error, param messages, code context_length_exceeded
+  missing       404 model_not_found, as for a model the key cannot use
   garbled       200 whose body is an HTML page (streams: events that are not JSON)
   drop          the connection drops half-way (streams: after two events)
   slow-<ms>     answers after <ms> milliseconds
@@ -142,6 +143,9 @@ def _failure(model: str) -> Response | None:
         return error(
             503, "The engine is currently overloaded, please try again later.", "server_error"
         )
+    if model == "missing":
+        message = "The model `missing` does not exist or you do not have access to it."
+        return error(404, message, "invalid_request_error", code="model_not_found")
     if model == "invalid":
         message = "This model's maximum context length is 128000 tokens."
         return error(

@@ -5,6 +5,12 @@ Keys come as `x-api-key` (Anthropic's SDKs) or `Authorization: Bearer`.
 `anthropic-version` is read as Anthropic reads it, but leniently: a request
 without it is served as 2023-06-01 (the version every current client sends),
 and only a value that is no version date at all is refused with a 400.
+Every error answered here carries an `x-request-id` (and the envelope's
+`request_id`), those refused before the pipeline included.
+
+count_tokens asks no upstream, but it is a request like any other: it needs a
+tenant's key and counts against the key's and tenant's requests-per-minute
+limits (never their token limits or budgets: it generates nothing).
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ from forebay.api.errors import anthropic_error_response
 from forebay.config.settings import ModelAlias
 from forebay.errors import ForebayError, bad_request, forbidden, not_found
 from forebay.gateway.auth import KeyRing, authenticate_tenant, header
+from forebay.gateway.limits import Limiter
 from forebay.gateway.messages import count_tokens
 from forebay.gateway.pipeline import Gateway, read_body
+from forebay.gateway.recorder import new_request_id
 from forebay.gateway.validate import parse_json
 from forebay.upstreams.base import Endpoint, WireProtocol
 
@@ -37,20 +45,31 @@ def check_version(value: str | None) -> None:
         )
 
 
+def _refused(err: ForebayError, request_id: str) -> Response:
+    err.headers.setdefault("x-request-id", request_id)
+    return anthropic_error_response(err)
+
+
 def anthropic_routes(
-    gateway: Gateway, keyring: KeyRing, models: Mapping[str, ModelAlias], max_body_bytes: int
+    gateway: Gateway,
+    keyring: KeyRing,
+    models: Mapping[str, ModelAlias],
+    max_body_bytes: int,
+    limiter: Limiter | None = None,
 ) -> list[Route]:
     async def messages(request: Request) -> Response:
         try:
             check_version(header(request, b"anthropic-version"))
             return await gateway.handle(request, Endpoint.MESSAGES, WireProtocol.ANTHROPIC_MESSAGES)
         except ForebayError as err:
-            return anthropic_error_response(err)
+            # The pipeline's errors carry their exchange's id; those before it get one.
+            return _refused(err, new_request_id())
 
     async def count(request: Request) -> Response:
         """An estimate of the prompt's tokens (~4 characters each, its system
         prompt and tool definitions included), not the model tokenizer's count:
         no upstream is asked. Returned as Anthropic returns a count."""
+        request_id = new_request_id()
         try:
             principal = authenticate_tenant(keyring, request)
             check_version(header(request, b"anthropic-version"))
@@ -61,9 +80,14 @@ def anthropic_routes(
                 raise not_found(f"model: {model[:200]!r} does not exist.", param="model")
             if not principal.may_use(alias.name):
                 raise forbidden(f"Your API key is not allowed to use model '{alias.name}'.")
+            headers = {"x-request-id": request_id}
+            if limiter is not None:
+                headers.update(await limiter.admit_request(principal, request_id))
         except ForebayError as err:
-            return anthropic_error_response(err)
-        return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")
+            return _refused(err, request_id)
+        return Response(
+            orjson.dumps({"input_tokens": tokens}), headers=headers, media_type="application/json"
+        )
 
     return [
         Route("/v1/messages", messages, methods=["POST"]),

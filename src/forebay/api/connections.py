@@ -17,7 +17,13 @@ before a head is read. `GuardedHttpToolsProtocol` adds them:
   connection closes (a connection that never sent a byte is just closed);
 * at `max_connections` a new connection takes the place of the longest-idle
   one (waiting for a head, never used, or kept alive), so idle sockets cannot
-  lock out real clients; when none is idle the newcomer gets 503 + Retry-After.
+  lock out real clients; when none is idle the newcomer gets 503 + Retry-After
+  as soon as its request line arrives (at most `MAX_WAITING` such newcomers
+  wait for theirs; past that they are answered at once).
+
+Every refusal is in the envelope of the path asked for: Anthropic's on
+/v1/messages* (so its SDKs raise their typed errors; 503 is its 529), OpenAI's
+elsewhere and when no path has arrived.
 
 Per request this costs a count per header, three `loop.time()` reads and a
 few comparisons: one watchdog timer per connection is re-armed only when a
@@ -33,13 +39,16 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import httptools
-import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from forebay.api.errors import anthropic_error, openai_error_body
+from forebay.errors import ForebayError
 
 # Key of the lifespan state entry through which the app receives this
 # process's guard (to export its counts as metrics); see `EdgeGuard.bind`.
@@ -53,6 +62,11 @@ REFUSAL_REASONS = (
     "body_timeout",  # 408
 )
 
+ANTHROPIC_PREFIX = b"/v1/messages"
+# Newcomers past the cap, with nothing idle to close, that may wait (each with a
+# socket) for their request line to learn which envelope to answer in.
+MAX_WAITING = 64
+
 
 @dataclass(frozen=True, slots=True)
 class EdgeLimits:
@@ -63,23 +77,41 @@ class EdgeLimits:
     body_timeout_s: float
 
 
-def _error_response(status: int, reason: str, message: str, code: str, **headers: str) -> bytes:
-    body = orjson.dumps(
-        {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": None,
-                "code": code,
-            }
-        }
-    )
-    extra = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
+def _http_response(status: int, body: bytes, headers: Mapping[str, str]) -> bytes:
+    reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Overloaded"
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\n{extra}connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One refusal, built once in both envelopes."""
+
+    openai: bytes
+    anthropic: bytes
+
+    @classmethod
+    def of(cls, status: int, message: str, code: str, **headers: str) -> Refusal:
+        err = ForebayError(status, message, code=code)
+        head = {k.replace("_", "-"): v for k, v in headers.items()}
+        anthropic_status, anthropic_body = anthropic_error(err)
+        return cls(
+            _http_response(status, openai_error_body(err), head),
+            _http_response(anthropic_status, anthropic_body, head),
+        )
+
+    def to(self, path: bytes) -> bytes:
+        return self.anthropic if path.startswith(ANTHROPIC_PREFIX) else self.openai
+
+
+def _request_path(data: bytes) -> bytes:
+    """The path of a request line at the start of `data` (b"" if none)."""
+    parts = data.split(b" ", 2)
+    return parts[1] if len(parts) > 1 else b""
 
 
 class EdgeGuard:
@@ -92,32 +124,29 @@ class EdgeGuard:
         self.open = 0
         self.idle: OrderedDict[GuardedHttpToolsProtocol, None] = OrderedDict()
         self.refused = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.waiting = 0  # newcomers past the cap waiting for their request line
         self._bound = False
-        self.busy = _error_response(
+        self.busy = Refusal.of(
             503,
-            "Service Unavailable",
             f"Forebay is serving its maximum of {limits.max_connections} connections "
             "(server.max_connections); retry shortly.",
             "too_many_connections",
             retry_after="1",
         )
-        self.too_large = _error_response(
+        self.too_large = Refusal.of(
             431,
-            "Request Header Fields Too Large",
             f"The request head is larger than {limits.max_header_bytes} bytes or has more "
             f"than {limits.max_headers} headers (server.max_header_bytes, server.max_headers).",
             "headers_too_large",
         )
-        self.head_late = _error_response(
+        self.head_late = Refusal.of(
             408,
-            "Request Timeout",
             f"The request head did not arrive within {limits.header_timeout_s:g} s "
             "(server.header_timeout_s).",
             "request_timeout",
         )
-        self.body_late = _error_response(
+        self.body_late = Refusal.of(
             408,
-            "Request Timeout",
             f"The request body did not arrive within {limits.body_timeout_s:g} s "
             "(server.body_timeout_s).",
             "request_timeout",
@@ -162,6 +191,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_s = limits.body_timeout_s
         self._between_s = self.timeout_keep_alive + limits.header_timeout_s
         self._counted = False  # included in guard.open
+        self._over_cap = False  # refused at the cap, waiting for its request line
+        self.url = b""  # uvicorn sets it per request; a refusal may come first
         self._deadline = math.inf  # loop time by which the awaited bytes must be in
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_at = math.inf  # when it fires; inf while there is none
@@ -183,7 +214,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 victim._close()
             else:
                 guard.refused["connection_limit"] += 1
-                self._refuse(guard.busy)
+                if guard.waiting >= MAX_WAITING:
+                    self._refuse(guard.busy.openai)
+                    return
+                guard.waiting += 1
+                self._over_cap = True  # answered by data_received, or closed when late
+                self._set_deadline(self.loop.time() + self._head_s)
                 return
         guard.idle[self] = None
         self._set_deadline(self.loop.time() + self._head_s)
@@ -198,6 +234,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._counted = False
             self._guard.open -= 1
             self._guard.idle.pop(self, None)
+        if self._over_cap:
+            self._over_cap = False
+            self._guard.waiting -= 1
         self._deadline = math.inf
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -235,22 +274,27 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.loop.time() < deadline:
             self._set_deadline(deadline)  # moved later since this was armed
             return
-        if self._in_head:
+        if self._over_cap:
+            self._close()  # refused at the cap and never said what it wanted
+        elif self._in_head:
             self._guard.refused["header_timeout"] += 1
             if self._raw_head == 0:
                 self._close()  # opened (or kept alive) and never used
             else:
-                self._refuse(self._guard.head_late)
+                self._refuse(self._guard.head_late.to(self.url))
         else:
             self._guard.refused["body_timeout"] += 1
             cycle = self.cycle
             if cycle is not None and cycle.response_started:
                 self._close()
             else:
-                self._refuse(self._guard.body_late)
+                self._refuse(self._guard.body_late.to(self.url))
 
     # -- bytes and parser callbacks -----------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self._over_cap:
+            self._refuse(self._guard.busy.to(_request_path(data)))
+            return
         if self._in_head:
             self._raw_head += len(data)
         self._unset_keepalive_if_required()
@@ -264,7 +308,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _HeadTooLarge):
                 self._guard.refused["headers_too_large"] += 1
-                self._refuse(self._guard.too_large)
+                self._refuse(self._guard.too_large.to(self.url))
                 return
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
@@ -273,7 +317,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head and self._raw_head > self._max_head:
             # A head still incomplete after this many bytes: cut within one read.
             self._guard.refused["headers_too_large"] += 1
-            self._refuse(self._guard.too_large)
+            self._refuse(self._guard.too_large.to(self.url))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

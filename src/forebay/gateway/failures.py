@@ -52,9 +52,16 @@ class Retry(Enum):
     ANYWHERE = "anywhere"  # the same deployment too, when it is the only one
 
 
+# Statuses with which providers say "saturated": 429 (OpenAI, Gemini's
+# RESOURCE_EXHAUSTED, Bedrock's ThrottlingException), 503 (Gemini's UNAVAILABLE,
+# Bedrock's ServiceUnavailableException, vLLM and others) and Anthropic's 529
+# overloaded_error (its adapter's kind is "unavailable").
+OVERLOAD_STATUSES = frozenset({429, 503, 529})
+
+
 def overload_signal(failure: UpstreamFailure) -> bool:
     """Failures that say the deployment is saturated (its limit may drop)."""
-    return failure.kind == "timeout" or failure.status in (429, 503)
+    return failure.kind == "timeout" or failure.status in OVERLOAD_STATUSES
 
 
 def retry_rule(failure: UpstreamFailure) -> Retry:
@@ -160,12 +167,9 @@ def as_api_error(
             code="upstream_auth_failed",
         )
     if status == 404:
-        path = f"{urlsplit(dep.base_url or '').path}/{endpoint.value}"
         return upstream_error(
             502,
-            f"Deployment '{name}' answered {said} to POST {path}: its base_url in "
-            "forebay.yaml is probably wrong (OpenAI-compatible servers usually want it to "
-            "end in /v1), or it does not serve this endpoint.",
+            f"Deployment '{name}' answered {said}{_not_found_hint(dep, endpoint)}",
             code="upstream_not_found",
         )
     if status == 503:
@@ -187,6 +191,46 @@ def as_api_error(
         502,
         f"Deployment '{name}' failed ({said}); retry, and tell an admin if it persists.",
         code="upstream_failed",
+    )
+
+
+def _not_found_hint(dep: Deployment, endpoint: Endpoint) -> str:
+    """What an admin should check after a 404, by provider: each has its own
+    way of naming what it serves."""
+    model = dep.upstream_model[:100]
+    if dep.provider == "azure_openai":
+        where = f"azure_deployment '{dep.azure_deployment}'" if dep.azure_deployment else "model"
+        return (
+            f": check its {where} and api_version '{dep.api_version}' in forebay.yaml "
+            "(Azure answers 404 DeploymentNotFound for a deployment its resource does not "
+            "have), and that base_url is the resource endpoint, https://NAME.openai.azure.com."
+        )
+    if dep.provider == "anthropic":
+        return (
+            f": check its model '{model}' in forebay.yaml (Anthropic answers 404 for a model "
+            "it does not serve), and that base_url is the host alone, https://api.anthropic.com."
+        )
+    if dep.provider == "gemini":
+        return (
+            f": check its model '{model}' in forebay.yaml (a Gemini model name such as "
+            "gemini-2.5-flash, that its key may use)."
+        )
+    if dep.provider == "bedrock":
+        region = dep.aws.region if dep.aws is not None else "its region"
+        return (
+            f": check its model '{model}' in forebay.yaml (a model id, inference profile or "
+            f"ARN enabled in {region})."
+        )
+    path = f"{urlsplit(dep.base_url or '').path}/{endpoint.value}"
+    if dep.provider == "openai":
+        return (
+            f" to POST {path}: check its model '{model}' in forebay.yaml (one its key may "
+            "use) and its base_url (https://api.openai.com/v1)."
+        )
+    return (
+        f" to POST {path}: its base_url in forebay.yaml is probably wrong "
+        "(OpenAI-compatible servers usually want it to end in /v1), or it does not serve "
+        "this endpoint."
     )
 
 

@@ -12,8 +12,9 @@ tenant's requests:
   rises past `tolerance` times the long-term one the limit shrinks (at most by
   half a step, smoothed), otherwise it grows by about its square root.
 * A failure that looks like overload (a timeout against the deployment's own
-  limit, 429, 503) is evidence, not a verdict. The limit is halved only when,
-  within the last `WINDOW_S`, at least `MIN_FAILURES` such failures came from at
+  limit, 429, 503, Anthropic's 529: failures.overload_signal) is evidence, not
+  a verdict. The limit is halved only when, within the last `WINDOW_S`, at
+  least `MIN_FAILURES` such failures came from at
   least `MIN_TENANTS` tenants and make up at least `MIN_FAILURE_SHARE` of the
   tries that ended there; the evidence is then cleared, so each further cut
   needs its own. One tenant's failures, however many, never cut it, and a

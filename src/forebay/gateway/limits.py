@@ -155,27 +155,7 @@ class Limiter:
         tokens, usd = _upper_bounds(req, model, output, hedged)
         now = self._clock()
         checks = self.checks_for(subjects, p.tenant_id, tokens=tokens, usd=usd, now=now)
-        try:
-            outcome = await self.store.reserve(
-                [c.check for c in checks], now=now, token=ex.request_id
-            )
-        except StateUnavailable as exc:
-            self._metrics.limit_rejections.labels(_tenant(p), f"{exc.what}_unavailable").inc()
-            raise ForebayError(
-                503,
-                f"Forebay cannot check this key's {exc.what} right now (its shared counter store "
-                "is unreachable); retry shortly, and tell your Forebay admin if it persists.",
-                type="service_unavailable",
-                code="limits_unavailable",
-                headers={"retry-after": "2"},
-            ) from None
-        headers = _rate_headers(checks, outcome)
-        if outcome.denied is not None:
-            refused = checks[outcome.denied]
-            self._metrics.limit_rejections.labels(_tenant(p), refused.name).inc()
-            raise _refusal(
-                refused, outcome.used[outcome.denied], outcome.wait_s[outcome.denied], headers, now
-            )
+        outcome, headers = await self._reserve(p, checks, now, ex.request_id)
         headers.update(self._soft_warnings(checks, outcome, now))
         ex.headers.update(headers)
         bucket = math.floor(now)
@@ -208,6 +188,49 @@ class Limiter:
                 self._settle(adjustments, ex.request_id)
 
         ex.settle = settle
+
+    async def admit_request(self, p: Principal, request_id: str) -> dict[str, str]:
+        """Count a request that generates nothing (Anthropic's count_tokens)
+        against the requests-per-minute limits only: it spends no tokens, budget
+        or slot. Returns the rate headers, or raises the 429 (or 503)."""
+        if p.tenant_id is None:
+            return {}
+        now = self._clock()
+        checks = [
+            c
+            for c in self.checks_for(self.subjects(p), p.tenant_id, tokens=0, usd=0.0, now=now)
+            if c.name == "requests"
+        ]
+        if not checks:
+            return {}
+        _, headers = await self._reserve(p, checks, now, request_id)
+        return headers
+
+    async def _reserve(
+        self, p: Principal, checks: list[Labelled], now: float, token: str
+    ) -> tuple[Outcome, dict[str, str]]:
+        """One atomic reservation of `checks`: the outcome and rate headers, or
+        the refusal that explains which limit said no."""
+        try:
+            outcome = await self.store.reserve([c.check for c in checks], now=now, token=token)
+        except StateUnavailable as exc:
+            self._metrics.limit_rejections.labels(_tenant(p), f"{exc.what}_unavailable").inc()
+            raise ForebayError(
+                503,
+                f"Forebay cannot check this key's {exc.what} right now (its shared counter store "
+                "is unreachable); retry shortly, and tell your Forebay admin if it persists.",
+                type="service_unavailable",
+                code="limits_unavailable",
+                headers={"retry-after": "2"},
+            ) from None
+        headers = _rate_headers(checks, outcome)
+        if outcome.denied is not None:
+            refused = checks[outcome.denied]
+            self._metrics.limit_rejections.labels(_tenant(p), refused.name).inc()
+            raise _refusal(
+                refused, outcome.used[outcome.denied], outcome.wait_s[outcome.denied], headers, now
+            )
+        return outcome, headers
 
     def _settle(self, adjustments: list[Adjustment], token: str) -> None:
         if isinstance(self.store, InProcessCounters):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -147,12 +147,13 @@ def make_policy(name: PolicyName, *, max_imbalance: float = 1.5) -> Policy:
 
 
 def prefix_key(payload: dict[str, Any], chars: int) -> bytes:
-    """The first `chars` characters of the prompt (system prompt first)."""
+    """The first `chars` characters of the prompt, in the order a server's KV
+    cache holds it: the system prompt first (Messages' top-level `system`,
+    Responses' `instructions`), then the messages (Responses' `input`)."""
     parts: list[str] = []
     size = 0
-    for msg in payload.get("messages") or ():
-        content = msg.get("content") if isinstance(msg, dict) else None
-        text = content if isinstance(content, str) else str(content or "")
+    for value in _prompt_parts(payload):
+        text = value if isinstance(value, str) else str(value)
         parts.append(text)
         size += len(text)
         if size >= chars:
@@ -161,3 +162,19 @@ def prefix_key(payload: dict[str, Any], chars: int) -> bytes:
     if isinstance(prompt, str):
         parts.append(prompt)
     return "\x00".join(parts)[:chars].encode("utf-8", "surrogatepass")
+
+
+def _prompt_parts(payload: dict[str, Any]) -> Iterator[Any]:
+    for lead in (payload.get("instructions"), payload.get("system")):
+        if lead:
+            yield lead
+    turns = payload.get("messages")
+    if turns is None:
+        turns = payload.get("input")
+        if isinstance(turns, str):
+            yield turns
+            return
+    if isinstance(turns, list):
+        for msg in turns:
+            content = msg.get("content") if isinstance(msg, dict) else None
+            yield content or ""

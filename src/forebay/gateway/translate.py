@@ -12,13 +12,12 @@ through untouched while its codec reads a copy for usage, errors and the end.
 A request may also be translated to its own protocol (`ParsedRequest.verbatim`
 False: a Responses request whose state Forebay keeps, api/responses.py), and
 may bring its own inbound codec, bound to it (`ParsedRequest.inbound`).
-Before a request crosses to another protocol, its protocol's check (`CROSSING`)
-refuses what only a native upstream could serve.
+Before a request crosses to another protocol, `check_translatable` refuses what
+only a native upstream could serve (what its codec marked `native_only`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,7 +37,6 @@ from forebay.protocols.canonical import (
     ToolArgsDelta,
     Usage,
 )
-from forebay.protocols.openai_responses import check_translatable
 from forebay.protocols.registry import NoCodec, codec_for
 from forebay.protocols.sse import json_of, parse_frame
 from forebay.upstreams.base import Endpoint, WireProtocol
@@ -57,10 +55,6 @@ ENDPOINTS = {
     WireProtocol.OPENAI_RESPONSES: Endpoint.RESPONSES,
 }
 GENERATION = frozenset({Endpoint.CHAT, Endpoint.RESPONSES, Endpoint.MESSAGES})
-# What a request of this protocol must pass before it is encoded for another.
-CROSSING: dict[str, Callable[[GenRequest], None]] = {
-    WireProtocol.OPENAI_RESPONSES.value: check_translatable,
-}
 
 
 class StreamRelay(Protocol):
@@ -87,6 +81,23 @@ class Translation:
     inbound: Codec
     outbound: Codec
     endpoint: Endpoint
+
+
+def check_translatable(req: GenRequest, protocol: WireProtocol) -> None:
+    """Refuse (400) what the inbound codec marked `native_only` in its extras
+    (Messages' container and mcp_servers, Responses' hosted tools): only an
+    upstream of the caller's own protocol could act on it, and silently dropping
+    it would change the answer."""
+    for extra in req.extras.values():
+        native = extra.get("native_only")
+        if native:
+            raise bad_request(
+                f"{', '.join(native)}: only an upstream that speaks {protocol} natively can "
+                f"serve this, and this deployment of '{req.model[:200]}' does not; remove "
+                f"{'it' if len(native) == 1 else 'them'}, or route this model to such an upstream.",
+                param=native[0],
+                code="not_translatable",
+            )
 
 
 def translation(
@@ -121,9 +132,7 @@ def translation(
 def encode_for(t: Translation, req: GenRequest, model: str) -> dict[str, Any]:
     """The upstream's payload; a 400 for what cannot cross to its protocol."""
     if t.inbound.name != t.outbound.name:
-        check = CROSSING.get(t.inbound.name)
-        if check is not None:
-            check(req)
+        check_translatable(req, WireProtocol(t.inbound.name))
     return t.outbound.encode_request(req, model)
 
 

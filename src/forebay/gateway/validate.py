@@ -222,11 +222,12 @@ def _token_ids(tokens: list[Any], where: str, param: str, forms: str) -> None:
 
 
 def _whole_number(value: Any) -> int | None:
-    """`value` as an int if JSON Schema calls it an integer (7, 7.0; not true)."""
-    if type(value) is int:
-        return value
+    """`value` as an int if JSON Schema calls it an integer (7, 7.0; not true),
+    and no upstream's JSON (nor orjson, re-encoding it) refuses it: 64 bits."""
     if type(value) is float and value.is_integer():
-        return int(value)
+        value = int(value)
+    if type(value) is int and -(2**63) <= value < 2**63:
+        return value
     return None
 
 

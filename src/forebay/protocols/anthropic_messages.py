@@ -60,6 +60,14 @@ SERVER_BLOCKS = frozenset(
 )
 
 
+MIN_THINKING_BUDGET = 1024
+MAX_USER_ID = 256
+SERVICE_TIERS = frozenset({"auto", "standard_only"})
+# Request fields only Anthropic's own API can act on: kept for an Anthropic
+# upstream (the body passes untouched), refused before a translation.
+NATIVE_ONLY = ("container", "mcp_servers")
+
+
 # ---------------------------------------------------------------- requests in
 
 
@@ -257,11 +265,23 @@ def _thinking(thinking: Any) -> Reasoning | None:
     if t.get("type") == "enabled":
         budget = opt_int(t.get("budget_tokens"), "thinking.budget_tokens")
         if budget is None:
-            raise bad_request("thinking.budget_tokens is required.", param="thinking")
+            raise bad_request("thinking.budget_tokens is required.", param="thinking.budget_tokens")
+        if budget < MIN_THINKING_BUDGET:
+            raise bad_request(
+                f"thinking.budget_tokens must be at least {MIN_THINKING_BUDGET}.",
+                param="thinking.budget_tokens",
+            )
         return Reasoning(budget_tokens=budget)
     if t.get("type") in ("disabled", "adaptive"):
         return None
-    raise bad_request("thinking.type must be enabled or disabled.", param="thinking")
+    raise bad_request("thinking.type must be enabled or disabled.", param="thinking.type")
+
+
+def _unit(body: dict[str, Any], name: str) -> float | None:
+    value = opt_number(body.get(name), name)
+    if value is not None and not 0 <= value <= 1:
+        raise bad_request(f"{name} must be between 0 and 1.", param=name)
+    return value
 
 
 def decode_request(body: dict[str, Any]) -> GenRequest:
@@ -277,15 +297,33 @@ def decode_counted(body: dict[str, Any], max_tokens: int | None = None) -> GenRe
     if not isinstance(model, str) or not model:
         raise bad_request("model: Field required (a string).", param="model")
     messages = [_message(m, i) for i, m in enumerate(as_list(body.get("messages"), "messages"))]
-    temperature = opt_number(body.get("temperature"), "temperature")
-    if temperature is not None and not 0 <= temperature <= 1:
-        raise bad_request("temperature must be between 0 and 1.", param="temperature")
+    temperature = _unit(body, "temperature")
+    top_p = _unit(body, "top_p")
+    top_k = opt_int(body.get("top_k"), "top_k")
+    if top_k is not None and top_k < 0:
+        raise bad_request("top_k must be 0 or more.", param="top_k")
     stops = as_list(body.get("stop_sequences") or [], "stop_sequences")
     if not all(isinstance(s, str) for s in stops):
         raise bad_request("stop_sequences must be a list of strings.", param="stop_sequences")
     tools, server_tools = _tools(body["tools"]) if body.get("tools") is not None else ([], [])
-    user = opt_str(as_dict(body.get("metadata")).get("user_id"), "metadata.user_id")
+    metadata = body.get("metadata")
+    user = (
+        opt_str(as_dict(metadata, "metadata").get("user_id"), "metadata.user_id")
+        if (metadata is not None)
+        else None
+    )
+    if user is not None and len(user) > MAX_USER_ID:
+        raise bad_request(
+            f"metadata.user_id must be at most {MAX_USER_ID} characters.", param="metadata.user_id"
+        )
+    tier = body.get("service_tier")
+    if tier is not None and tier not in SERVICE_TIERS:
+        raise bad_request("service_tier must be 'auto' or 'standard_only'.", param="service_tier")
     stream = opt_bool(body.get("stream"), "stream")
+    extras: dict[str, Any] = {"server_tools": server_tools} if server_tools else {}
+    native = [f for f in NATIVE_ONLY if body.get(f) is not None]
+    if native:
+        extras["native_only"] = native
     return GenRequest(
         model=model,
         messages=messages,
@@ -294,13 +332,13 @@ def decode_counted(body: dict[str, Any], max_tokens: int | None = None) -> GenRe
         tool_choice=_tool_choice(body.get("tool_choice")),
         max_output_tokens=max_tokens,
         temperature=temperature,
-        top_p=opt_number(body.get("top_p"), "top_p"),
-        top_k=opt_int(body.get("top_k"), "top_k"),
+        top_p=top_p,
+        top_k=top_k,
         stop=stops,
         reasoning=_thinking(body.get("thinking")),
         stream=stream is True,
         user=user,
-        extras={"anthropic_messages": {"server_tools": server_tools}} if server_tools else {},
+        extras={"anthropic_messages": extras} if extras else {},
     )
 
 

@@ -29,11 +29,18 @@ def opt_str(value: Any, where: str) -> str | None:
     raise bad_request(f"{where} must be a string.", param=where)
 
 
+_INT64 = 2**63  # what every upstream's JSON (and orjson, re-encoding it) can carry
+
+
 def opt_int(value: Any, where: str = "value") -> int | None:
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
+    if value is None:
+        return None
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        value = int(value)  # JSON Schema's integer accepts 2.0
+    if isinstance(value, int) and not isinstance(value, bool):
+        if -_INT64 <= value < _INT64:
+            return value
+        raise bad_request(f"{where} is out of range for an integer.", param=where)
     raise bad_request(f"{where} must be an integer.", param=where)
 
 
