@@ -11,7 +11,8 @@ Anthropic's Messages and its stream events) before it was checked in; set
 FOREBAY_UPDATE_GOLDEN=1 to rewrite them after a deliberate change, then read
 the diff.
 
-The columns are `INBOUND` (matrix_inbound.py); the rows are `KINDS` below. A
+The columns are `INBOUND` (matrix_inbound.py); the rows are `KINDS`
+(matrix_upstreams.py, with the hand computations of usage and cost). A
 Responses column is one more `Inbound` there: path /v1/responses, `ask` a body
 with `instructions` and `input`, `ask_tool` with Responses function tools
 ({"type": "function", "name", "parameters"}), readers of the reply's `output`
@@ -26,15 +27,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from forebay.upstreams.base import WireProtocol
 from tests.conftest import Gateway, start_gateway
 from tests.support import (
     anthropic_server,
@@ -43,202 +42,14 @@ from tests.support import (
     gemini_server,
     openai_api_server,
 )
-from tests.support.matrix_inbound import (
-    INBOUND,
-    TOOL_NAME,
-    TOOL_QUESTION,
-    TOOL_RESULT,
-    Inbound,
-    normalise,
-)
+from tests.support.matrix_inbound import INBOUND, TOOL_NAME, Inbound, normalise
+from tests.support.matrix_upstreams import KINDS, PRICE, USER_TEXT, Hand, Kind
 from tests.support.openai_server import FakeUpstream
 from tests.support.servers import ServerThread
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("FOREBAY_UPDATE_GOLDEN") == "1"
 
-# Every deployment's prices, per million tokens.
-IN, CACHE_READ, CACHE_WRITE, OUT = 2.0, 0.5, 4.0, 8.0
-PRICE = (
-    f"{{input_per_million: {IN}, cache_read_per_million: {CACHE_READ}, "
-    f"cache_write_per_million: {CACHE_WRITE}, output_per_million: {OUT}}}"
-)
-USER_TEXT = "a b c"  # three words; every test server counts a word as a token
-
-
-@dataclass(frozen=True)
-class Hand:
-    """A ledger row's counts and cost, as worked out by hand from what the
-    upstream reports and PRICE."""
-
-    prompt: int  # all input tokens, cached ones included
-    completion: int  # reasoning included
-    cache_read: int
-    cache_write: int
-    reasoning: int
-    cost: float
-
-
-# What each provider's test server reports for USER_TEXT under a three-word
-# system text, and what that costs:
-# * OpenAI's wire (openai_compat, openai Chat and Responses, Azure), model
-#   details-20-5: 3 words + 3 of chat template + 20 read from the cache as
-#   prompt_tokens 26 (cached_tokens 20 inside it); 3 words + 5 reasoning as
-#   completion_tokens 8. Cost: 6 x $2 + 20 x $0.50 + 8 x $8.
-OPENAI_WIRE = Hand(26, 8, 20, 0, 5, (6 * 2.0 + 20 * 0.5 + 8 * 8.0) / 1e6)
-# * Gemini: promptTokenCount 53 = 3 words + cachedContentTokenCount 50 (inside
-#   it, as Google counts), candidatesTokenCount 3. Cost: 3 x $2 + 50 x $0.50 + 3 x $8.
-GEMINI = Hand(53, 3, 50, 0, 0, (3 * 2.0 + 50 * 0.5 + 3 * 8.0) / 1e6)
-# * Bedrock: inputTokens 3 with cacheReadInputTokens 100 and cacheWriteInputTokens
-#   20 beside it (outside, as AWS counts), outputTokens 3.
-#   Cost: 3 x $2 + 100 x $0.50 + 20 x $4 + 3 x $8.
-BEDROCK = Hand(123, 3, 100, 20, 0, (3 * 2.0 + 100 * 0.5 + 20 * 4.0 + 3 * 8.0) / 1e6)
-# * Anthropic: a Messages client marks its system block with cache_control, so
-#   the first request writes those 3 words to the cache (cache_creation_input_tokens
-#   3, input_tokens 3 for the user's words) and the second reads them
-#   (cache_read_input_tokens 3); both outside input_tokens. A Chat client cannot
-#   mark a prefix: input_tokens 6, nothing cached. output_tokens 3.
-ANTHROPIC_WRITE = Hand(6, 3, 0, 3, 0, (3 * 2.0 + 3 * 4.0 + 3 * 8.0) / 1e6)
-ANTHROPIC_READ = Hand(6, 3, 3, 0, 0, (3 * 2.0 + 3 * 0.5 + 3 * 8.0) / 1e6)
-ANTHROPIC_UNMARKED = Hand(6, 3, 0, 0, 0, (6 * 2.0 + 3 * 8.0) / 1e6)
-
-
-def _anthropic_hand(inbound: str, nth: int) -> Hand:
-    if inbound != "anthropic_messages":
-        return ANTHROPIC_UNMARKED
-    return ANTHROPIC_WRITE if nth == 0 else ANTHROPIC_READ
-
-
-@dataclass(frozen=True)
-class Kind:
-    name: str
-    server: str  # which test server (a key of the `servers` fixture)
-    # (server url, upstream model) -> the deployment's YAML flow mapping, less name and price
-    deployment: Callable[[str, str], str]
-    text: str  # the upstream models of the text, tool and broken-stream cases
-    tools: str
-    broken: str
-    usage: Callable[[str, int], Hand]  # (inbound protocol, nth same request) -> by hand
-    tool_args: dict[str, Any]
-    tool_answer: str
-    wire: WireProtocol | None = None  # speak only this one of the deployment's protocols
-
-
-def _openai(url: str, model: str) -> str:
-    key = openai_api_server.API_KEY
-    return f"provider: openai, base_url: '{url}/v1', model: {model}, api_key: '{key}'"
-
-
-def _azure(url: str, model: str) -> str:
-    key = azure_openai_server.API_KEY
-    return (
-        f"provider: azure_openai, base_url: '{url}', model: {model}, "
-        f"azure_deployment: {model}, api_key: '{key}'"
-    )
-
-
-def _anthropic(url: str, model: str) -> str:
-    key = anthropic_server.API_KEY
-    return f"provider: anthropic, base_url: '{url}', model: {model}, api_key: '{key}'"
-
-
-def _gemini(url: str, model: str) -> str:
-    return (
-        f"provider: gemini, base_url: '{url}', model: {model}, api_key: '{gemini_server.API_KEY}'"
-    )
-
-
-def _bedrock(url: str, model: str) -> str:
-    return (
-        f"provider: bedrock, base_url: '{url}', model: {model}, aws: {{region: "
-        f"{bedrock_server.REGION}, access_key_id: {bedrock_server.ACCESS_KEY}, "
-        f"secret_access_key: '{bedrock_server.SECRET_KEY}'}}"
-    )
-
-
-CITY = {"city": TOOL_QUESTION}
-SAID = f"the tool said {TOOL_RESULT}"
-KINDS = (
-    Kind(
-        "openai_compat",
-        "compat",
-        lambda url, model: f"base_url: '{url}/v1', model: {model}",
-        "details-20-5",
-        "tools",
-        "mid-error",
-        lambda _, __: OPENAI_WIRE,
-        CITY,
-        SAID,
-    ),
-    Kind(
-        "openai_chat",
-        "openai",
-        _openai,
-        "details-20-5",
-        "tools",
-        "mid-error",
-        lambda _, __: OPENAI_WIRE,
-        CITY,
-        SAID,
-        WireProtocol.OPENAI_CHAT,
-    ),
-    Kind(
-        "openai_responses",
-        "openai",
-        _openai,
-        "details-20-5",
-        "tools",
-        "mid-error",
-        lambda _, __: OPENAI_WIRE,
-        CITY,
-        SAID,
-        WireProtocol.OPENAI_RESPONSES,
-    ),
-    Kind(
-        "azure_openai",
-        "azure",
-        _azure,
-        "details-20-5",
-        "tools",
-        "mid-error",
-        lambda _, __: OPENAI_WIRE,
-        CITY,
-        SAID,
-    ),
-    Kind(
-        "anthropic",
-        "anthropic",
-        _anthropic,
-        "claude-sonnet-4-5",
-        "claude-sonnet-4-5",
-        "stream-error",
-        _anthropic_hand,
-        {"query": TOOL_QUESTION},
-        TOOL_RESULT,
-    ),
-    Kind(
-        "gemini",
-        "gemini",
-        _gemini,
-        "gemini-echo",
-        "gemini-tool",
-        "gemini-midstream",
-        lambda _, __: GEMINI,
-        {"city": "Paris"},
-        SAID,
-    ),
-    Kind(
-        "bedrock",
-        "bedrock",
-        _bedrock,
-        "echo",
-        "tool",
-        "stream-throttle",
-        lambda _, __: BEDROCK,
-        {"city": "Paris"},
-        SAID,
-    ),
-)
 ROLES = ("text", "tools", "broken")
 
 
@@ -377,6 +188,8 @@ def test_tool_call_transcript(
     call = inbound.stream_tool_call(resp.content) if stream else inbound.tool_call_of(resp.json())
     assert call == (TOOL_NAME, kind.tool_args)
     _golden(inbound, kind, "tool-stream" if stream else "tool", resp.content)
+    # A Chat client streaming here did not ask for usage: it is metered all the same.
+    assert _row(gw, resp) == _want(kind.tool_usage, inbound)
     assert _settled(gw)
 
 
