@@ -93,7 +93,7 @@ def gw(servers: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Ite
                 for up in gateway.services.upstreams.by_alias[f"{kind.name}-{role}"]:
                     # The openai deployment speaks Chat and Responses; each row pins one,
                     # so Chat-speaking clients reach the Responses wire too.
-                    up.wire = frozenset({kind.wire})  # type: ignore[misc]
+                    up.wire = frozenset({kind.wire})
         yield gateway
     finally:
         gateway.stop()

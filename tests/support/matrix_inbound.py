@@ -157,7 +157,7 @@ def _chat_sdk(url: str, key: str, alias: str, stream: bool) -> tuple[str, dict[s
             with client.chat.completions.stream(
                 model=alias, messages=[question], tools=_CHAT_TOOLS
             ) as events:
-                first = events.get_final_completion()
+                first: openai.types.chat.ChatCompletion = events.get_final_completion()
         else:
             first = client.chat.completions.create(
                 model=alias, messages=[question], tools=_CHAT_TOOLS
@@ -276,20 +276,21 @@ def _messages_sdk(url: str, key: str, alias: str, stream: bool) -> tuple[str, di
             with client.messages.stream(
                 model=alias, max_tokens=64, messages=[question], tools=_MSG_TOOLS
             ) as events:
-                first = events.get_final_message()
+                first: anthropic.types.Message = events.get_final_message()
         else:
             first = client.messages.create(
                 model=alias, max_tokens=64, messages=[question], tools=_MSG_TOOLS
             )
         assert first.stop_reason == "tool_use", first
         (use,) = [b for b in first.content if b.type == "tool_use"]
+        said: Any = {"role": "assistant", "content": [b.model_dump() for b in first.content]}
         second = client.messages.create(
             model=alias,
             max_tokens=64,
             tools=_MSG_TOOLS,
             messages=[
                 question,
-                {"role": "assistant", "content": [b.model_dump() for b in first.content]},  # type: ignore[misc]
+                said,
                 {
                     "role": "user",
                     "content": [
@@ -299,7 +300,7 @@ def _messages_sdk(url: str, key: str, alias: str, stream: bool) -> tuple[str, di
             ],
         )
         text = "".join(b.text for b in second.content if b.type == "text")
-        return use.name, dict(use.input), text  # type: ignore[call-overload]
+        return use.name, dict(use.input), text
 
 
 MESSAGES = Inbound(

@@ -193,8 +193,8 @@ def _chat_chunks(
         yield _data({**base, "model": "", "choices": [], "prompt_filter_results": filters})
     if call is not None:
         args = call["arguments"]
-        head = {"index": 0, "id": CALL_ID, "type": "function"}
-        head["function"] = {"name": call["name"], "arguments": ""}  # type: ignore[assignment]
+        head: dict[str, Any] = {"index": 0, "id": CALL_ID, "type": "function"}
+        head["function"] = {"name": call["name"], "arguments": ""}
         yield chunk({"role": "assistant", "content": None, "tool_calls": [head]})
         for piece in (args[: len(args) // 2], args[len(args) // 2 :]):
             yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
