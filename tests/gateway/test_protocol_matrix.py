@@ -210,8 +210,15 @@ def test_mid_stream_failure_is_the_clients_own_error_event(
     body = inbound.ask(f"{kind.name}-broken", "Preamble for failures", USER_TEXT, True)
     resp = _post(client, gw, inbound, body)  # the stream had started: a 200
     error = inbound.stream_error(resp.content)
-    assert error["type"] and error["message"], error
+    assert error["type"] and error["message"] == kind.broken_message, error
     _golden(inbound, kind, "error-stream", resp.content)
     row = gw.row_for(resp.headers["x-request-id"])
     assert row["status"] == 502 and row["error_type"], row
+    assert _settled(gw)
+
+
+@pairs
+def test_mid_stream_failure_raises_in_the_sdk(gw: Gateway, inbound: Inbound, kind: Kind) -> None:
+    message = inbound.sdk_stream_error(gw.url, gw.tenant_key, f"{kind.name}-broken")
+    assert kind.broken_message in message
     assert _settled(gw)

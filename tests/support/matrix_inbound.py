@@ -73,6 +73,8 @@ class Inbound:
     stream_error: Callable[[bytes], dict[str, Any]]
     # (base url, key, alias, stream) -> (the call's name and args, the answer to its result)
     sdk_round_trip: Callable[[str, str, str, bool], tuple[str, dict[str, Any], str]]
+    # (base url, key, alias) -> the message of the error the SDK raises mid-stream
+    sdk_stream_error: Callable[[str, str, str], str]
 
 
 # ---------------------------------------------------------------- Chat Completions
@@ -179,6 +181,17 @@ def _chat_sdk(url: str, key: str, alias: str, stream: bool) -> tuple[str, dict[s
         return call.function.name, args, second.choices[0].message.content or ""
 
 
+def _chat_sdk_error(url: str, key: str, alias: str) -> str:
+    with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as client:
+        question: Any = {"role": "user", "content": "a b c"}
+        try:
+            for _ in client.chat.completions.create(model=alias, messages=[question], stream=True):
+                pass
+        except openai.APIError as exc:
+            return exc.message
+        raise AssertionError("the stream ended without an error")
+
+
 CHAT = Inbound(
     name="openai_chat",
     path="/v1/chat/completions",
@@ -191,6 +204,7 @@ CHAT = Inbound(
     stream_tool_call=_chat_stream_tool_call,
     stream_error=_chat_stream_error,
     sdk_round_trip=_chat_sdk,
+    sdk_stream_error=_chat_sdk_error,
 )
 
 # ---------------------------------------------------------------- Anthropic Messages
@@ -303,6 +317,18 @@ def _messages_sdk(url: str, key: str, alias: str, stream: bool) -> tuple[str, di
         return use.name, dict(use.input), text
 
 
+def _messages_sdk_error(url: str, key: str, alias: str) -> str:
+    with anthropic.Anthropic(base_url=url, api_key=key, max_retries=0) as client:
+        question: Any = {"role": "user", "content": "a b c"}
+        try:
+            with client.messages.stream(model=alias, max_tokens=64, messages=[question]) as events:
+                for _ in events:
+                    pass
+        except anthropic.APIStatusError as exc:
+            return exc.message
+        raise AssertionError("the stream ended without an error")
+
+
 MESSAGES = Inbound(
     name="anthropic_messages",
     path="/v1/messages",
@@ -315,6 +341,7 @@ MESSAGES = Inbound(
     stream_tool_call=_messages_stream_tool_call,
     stream_error=_messages_stream_error,
     sdk_round_trip=_messages_sdk,
+    sdk_stream_error=_messages_sdk_error,
 )
 
 INBOUND = (CHAT, MESSAGES)

@@ -99,6 +99,7 @@ class Kind:
     tool_args: dict[str, Any]
     tool_answer: str
     tool_usage: Hand
+    broken_message: str  # what the broken model's stream error says
     wire: WireProtocol | None = None  # speak only this one of the deployment's protocols
 
 
@@ -134,6 +135,7 @@ def _bedrock(url: str, model: str) -> str:
     )
 
 
+OPENAI_FAILURE = "The server had an error while processing your request."
 CITY = {"city": TOOL_QUESTION}
 SAID = f"the tool said {TOOL_RESULT}"
 KINDS = (
@@ -148,6 +150,7 @@ KINDS = (
         tool_args=CITY,
         tool_answer=SAID,
         tool_usage=COMPAT_TOOL,
+        broken_message="the engine died mid-generation",
     ),
     Kind(
         name="openai_chat",
@@ -160,6 +163,7 @@ KINDS = (
         tool_args=CITY,
         tool_answer=SAID,
         tool_usage=OPENAI_TOOL,
+        broken_message=OPENAI_FAILURE,
         wire=WireProtocol.OPENAI_CHAT,
     ),
     Kind(
@@ -173,6 +177,7 @@ KINDS = (
         tool_args=CITY,
         tool_answer=SAID,
         tool_usage=OPENAI_TOOL,
+        broken_message=OPENAI_FAILURE,
         wire=WireProtocol.OPENAI_RESPONSES,
     ),
     Kind(
@@ -186,6 +191,7 @@ KINDS = (
         tool_args=CITY,
         tool_answer=SAID,
         tool_usage=OPENAI_TOOL,
+        broken_message=OPENAI_FAILURE,
     ),
     Kind(
         name="anthropic",
@@ -198,6 +204,7 @@ KINDS = (
         tool_args={"query": TOOL_QUESTION},
         tool_answer=TOOL_RESULT,  # the test server echoes the tool result
         tool_usage=ANTHROPIC_TOOL,
+        broken_message="Overloaded",
     ),
     Kind(
         name="gemini",
@@ -210,6 +217,7 @@ KINDS = (
         tool_args={"city": "Paris"},
         tool_answer=SAID,
         tool_usage=GEMINI_TOOL,
+        broken_message="The model is overloaded.",
     ),
     Kind(
         name="bedrock",
@@ -222,5 +230,6 @@ KINDS = (
         tool_args={"city": "Paris"},
         tool_answer=SAID,
         tool_usage=BEDROCK_TOOL,
+        broken_message="Too many tokens, please wait before trying again.",
     ),
 )
