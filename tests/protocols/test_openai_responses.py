@@ -624,3 +624,29 @@ def test_a_stored_response_lists_its_items_and_continues_the_conversation() -> N
     assert req.messages[: len(first.messages)] == first.messages
     assert req.messages[len(first.messages)].parts == REPLY.parts
     assert req.messages[-1] == Message("user", [TextPart("Thanks!")])
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        (
+            b'event: error\ndata: {"type":"error","code":"rate_limit_exceeded","message":"m"}\n\n',
+            "rate_limit_exceeded",
+        ),
+        (
+            RECORDED_BYTES.split(b"\n\n")[0]
+            + b'\n\ndata: {"type":"response.failed","response":{"status":"failed",'
+            b'"error":{"code":"server_error","message":"m"}}}\n\n',
+            "server_error",
+        ),
+        (
+            b'event: error\ndata: {"type":"error","code":null,"message":"m"}\n\n',
+            "upstream_stream_error",
+        ),
+    ],
+)
+def test_a_stream_error_keeps_the_wires_error_code_as_its_type(raw: bytes, kind: str) -> None:
+    """A Chat client of a Responses upstream sees OpenAI's own code, not a generic one."""
+    decoder = CODEC.stream_decoder()
+    (error,) = [e for e in decoder.feed(raw) + decoder.close() if isinstance(e, StreamError)]
+    assert error.type == kind

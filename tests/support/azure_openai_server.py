@@ -34,7 +34,18 @@ from tests.support.openai_answers import answer, delay
 API_KEY = "0123456789abcdef0123456789abcdef"
 API_VERSIONS = frozenset({"2024-10-21", "2025-04-01-preview"})
 DEPLOYMENTS = frozenset(
-    {"gpt-4o-prod", "rate-limited", "filtered", "server-error", "garbled", "drop", "slow-3000"}
+    {
+        "gpt-4o-prod",
+        "rate-limited",
+        "filtered",
+        "server-error",
+        "garbled",
+        "drop",
+        "slow-3000",
+        "tools",
+        "mid-error",
+        "details-20-5",
+    }
 )
 
 

@@ -17,7 +17,9 @@ Behaviour by model id (any suffix such as ":0" is ignored):
                = words, cacheReadInputTokens CACHE_READ, cacheWriteInputTokens
                CACHE_WRITE
   tool         reasoning (text + signature), then a toolUse of the first tool
-               with input {"city": "Paris"}; stopReason tool_use
+               with input {"city": "Paris"}; stopReason tool_use; when the last
+               user message is a toolResult, the text "the tool said <its
+               text>" (so does echo)
   guardrail    stopReason guardrail_intervened, with the guardrail's text
   throttle     429 ThrottlingException        unavailable  503 ServiceUnavailableException
   not-ready    429 ModelNotReadyException     model-error  424 ModelErrorException
@@ -194,7 +196,22 @@ def _failure(model: str) -> Response | None:
     return None
 
 
+def _tool_result(body: dict[str, Any]) -> str | None:
+    """The text of the tool result the conversation ends with (a last user
+    message of tool results only)."""
+    last = body["messages"][-1]["content"]
+    if any("text" in block for block in last):
+        return None
+    for block in last:
+        if "toolResult" in block:
+            return " ".join(c.get("text", "") for c in block["toolResult"]["content"])
+    return None
+
+
 def _words(body: dict[str, Any]) -> list[str]:
+    result = _tool_result(body)
+    if result is not None:
+        return f"the tool said {result}".split()
     for msg in reversed(body["messages"]):
         if msg["role"] == "user":
             texts = [b["text"] for b in msg["content"] if "text" in b]
@@ -217,7 +234,7 @@ def _usage(body: dict[str, Any], out: int) -> dict[str, Any]:
 def _reply(model: str, body: dict[str, Any]) -> dict[str, Any]:
     words = _words(body)
     content: list[dict[str, Any]]
-    if model == "tool":
+    if model == "tool" and _tool_result(body) is None:
         name = body["toolConfig"]["tools"][0]["toolSpec"]["name"]
         content = [
             {
@@ -260,7 +277,7 @@ async def _stream(model: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
         else:
             yield event("contentBlockStop", {"contentBlockIndex": 0})[:10]
         return
-    if model == "tool":
+    if model == "tool" and _tool_result(body) is None:
         name = body["toolConfig"]["tools"][0]["toolSpec"]["name"]
         yield event(
             "contentBlockDelta",

@@ -15,7 +15,9 @@ Behaviour by model name:
                     prompt = words + CACHED, cached CACHED, candidates = words
                     out, thoughts THOUGHTS when thinkingConfig asks for them
   gemini-tool       a functionCall of the first declared function, args
-                    {"city": "Paris"}, with a thoughtSignature
+                    {"city": "Paris"}, with a thoughtSignature; when the last
+                    content is a functionResponse, the text "the tool said
+                    <its response.output>"
   gemini-safety     finishReason SAFETY, no content
   gemini-blocked    promptFeedback.blockReason PROHIBITED_CONTENT, no candidates
   gemini-429        429 RESOURCE_EXHAUSTED with RetryInfo retryDelay 17.2s
@@ -156,9 +158,19 @@ def _last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
+def _function_output(body: dict[str, Any]) -> str | None:
+    contents = body.get("contents") or [{}]
+    for part in contents[-1].get("parts", []):
+        if "functionResponse" in part:
+            return str(part["functionResponse"].get("response", {}).get("output"))
+    return None
+
+
 def _answer(model: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     """The response chunks; the non-streamed reply is their merge."""
-    words = _last_user_text(body).split() or ["ok"]
+    output = _function_output(body) if model == "gemini-tool" else None
+    text = _last_user_text(body) if output is None else f"the tool said {output}"
+    words = text.split() or ["ok"]
     config = body.get("generationConfig", {})
     thinking = "thinkingConfig" in config
     thoughts = THOUGHTS if thinking else 0
@@ -184,7 +196,7 @@ def _answer(model: str, body: dict[str, Any]) -> list[dict[str, Any]]:
             cand["finishReason"] = finish
         return {**base, "candidates": [cand], "usageMetadata": usage(out)}
 
-    if model == "gemini-tool":
+    if model == "gemini-tool" and output is None:
         name = body["tools"][0]["functionDeclarations"][0]["name"]
         call = {
             "functionCall": {"name": name, "args": {"city": "Paris"}},

@@ -8,7 +8,20 @@ references: chat chunks then `data: [DONE]` (a usage chunk with empty choices
 first when stream_options.include_usage); Responses as `event:` / `data:` pairs
 from response.created to response.completed, each with its sequence_number.
 `azure=True` adds Azure's content-filter annotations (and its first chunk with
-empty choices and prompt_filter_results)."""
+empty choices and prompt_filter_results).
+
+Models with a behaviour of their own (any other echoes):
+  tools             with `tools` and no tool result last, calls the first tool
+                    with {"city": <last user text>} (chat `tool_calls`, Responses a
+                    `function_call` item, call id CALL_ID); after a tool result
+                    (chat `tool` message, Responses `function_call_output` item)
+                    answers "the tool said <its output>"
+  details-<c>-<r>   echo, with <c> more input tokens all read from the prompt cache
+                    and <r> more output tokens all reasoning, as OpenAI reports them
+                    (cached_tokens / reasoning_tokens are parts of the totals)
+  mid-error         streams the first word, then the wire's error: chat
+                    `data: {"error": {...}}`, Responses `event: error`
+                    (type, code, message, param, sequence_number)"""
 
 from __future__ import annotations
 
@@ -26,12 +39,12 @@ _FILTER = {
 }
 
 
+CALL_ID = "call_test0001"
+
+
 def last_user_text(body: dict[str, Any]) -> str:
     """From chat `messages` or a Responses `input` (a string or items)."""
-    items = body.get("messages")
-    if items is None:
-        given = body.get("input")
-        items = [{"role": "user", "content": given}] if isinstance(given, str) else given or []
+    items = _items(body)
     for item in reversed(items):
         if not isinstance(item, dict) or item.get("role") != "user":
             continue
@@ -45,19 +58,61 @@ def last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
+def _items(body: dict[str, Any]) -> list[Any]:
+    items = body.get("messages")
+    if items is None:
+        given = body.get("input")
+        items = [{"role": "user", "content": given}] if isinstance(given, str) else given or []
+    return list(items)
+
+
+def _tool_output(body: dict[str, Any]) -> str | None:
+    """The tool result the request ends with, if it does."""
+    items = _items(body)
+    last = items[-1] if items else {}
+    if not isinstance(last, dict):
+        return None
+    if last.get("role") == "tool":
+        content = last.get("content")
+        if isinstance(content, list):
+            return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return str(content)
+    if last.get("type") == "function_call_output":
+        return str(last.get("output"))
+    return None
+
+
+def _tool_call(body: dict[str, Any]) -> dict[str, str] | None:
+    """The call the `tools` model makes: {"name", "arguments"}."""
+    tools = body.get("tools") or []
+    if body.get("model") != "tools" or not tools or _tool_output(body) is not None:
+        return None
+    first = tools[0]
+    name = first["function"]["name"] if "function" in first else first["name"]
+    return {"name": name, "arguments": orjson.dumps({"city": last_user_text(body)}).decode()}
+
+
 def answer(body: dict[str, Any], *, responses: bool, azure: bool = False) -> Response:
     model = str(body.get("model"))
     text = last_user_text(body)
+    result = _tool_output(body) if model == "tools" else None
+    if result is not None:
+        text = f"the tool said {result}"
     words = text.split() or ["ok"]
     prompt = len(text.split()) + 3
+    call = _tool_call(body)
     if body.get("stream"):
         events = (
-            _responses_events(model, words, prompt)
+            _responses_events(model, words, prompt, call)
             if responses
-            else _chat_chunks(body, words, prompt, azure)
+            else _chat_chunks(body, words, prompt, azure, call)
         )
         return StreamingResponse(_relay(events, model), media_type="text/event-stream")
-    obj = _response(model, words, prompt) if responses else _chat(model, words, prompt, azure)
+    obj = (
+        _response(model, words, prompt, call=call)
+        if responses
+        else _chat(model, words, prompt, azure, call)
+    )
     data = orjson.dumps(obj)
     if model == "garbled":
         data = b"<html><body>502 Bad Gateway</body></html>"
@@ -71,29 +126,48 @@ async def delay(model: str) -> None:
         await asyncio.sleep(int(model.split("-")[1]) / 1000)
 
 
-def _usage_chat(prompt: int, completion: int) -> dict[str, Any]:
+def _counts(model: str, prompt: int, completion: int) -> tuple[int, int, int, int]:
+    """(input, output, cached, reasoning) as OpenAI counts them."""
+    if not model.startswith("details-"):
+        return prompt, completion, 0, 0
+    cached, reasoning = (int(n) for n in model.split("-")[1:3])
+    return prompt + cached, completion + reasoning, cached, reasoning
+
+
+def _usage_chat(model: str, prompt: int, completion: int) -> dict[str, Any]:
+    prompt, completion, cached, reasoning = _counts(model, prompt, completion)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
 
 
-def _chat(model: str, words: list[str], prompt: int, azure: bool) -> dict[str, Any]:
+def _chat(
+    model: str, words: list[str], prompt: int, azure: bool, call: dict[str, str] | None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": " ".join(words)}
+    if call is not None:
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": CALL_ID, "type": "function", "function": call}],
+        }
     choice: dict[str, Any] = {
         "index": 0,
-        "message": {"role": "assistant", "content": " ".join(words)},
-        "finish_reason": "stop",
+        "message": message,
+        "finish_reason": "stop" if call is None else "tool_calls",
     }
+    out = len(words) if call is None else 5
     obj: dict[str, Any] = {
         "id": "chatcmpl-test",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [choice],
-        "usage": _usage_chat(prompt, len(words)),
+        "usage": _usage_chat(model, prompt, out),
     }
     if azure:
         choice["content_filter_results"] = _FILTER
@@ -102,96 +176,147 @@ def _chat(model: str, words: list[str], prompt: int, azure: bool) -> dict[str, A
 
 
 def _chat_chunks(
-    body: dict[str, Any], words: list[str], prompt: int, azure: bool
+    body: dict[str, Any],
+    words: list[str],
+    prompt: int,
+    azure: bool,
+    call: dict[str, str] | None,
 ) -> Iterator[bytes]:
     model = str(body.get("model"))
     base = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 0, "model": model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _data({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
     if azure:
         filters = [{"prompt_index": 0, "content_filter_results": _FILTER}]
         yield _data({**base, "model": "", "choices": [], "prompt_filter_results": filters})
-    for i, word in enumerate(words):
-        delta = {"role": "assistant", "content": word} if i == 0 else {"content": " " + word}
-        yield _data({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
-    yield _data({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    if call is not None:
+        args = call["arguments"]
+        head: dict[str, Any] = {"index": 0, "id": CALL_ID, "type": "function"}
+        head["function"] = {"name": call["name"], "arguments": ""}
+        yield chunk({"role": "assistant", "content": None, "tool_calls": [head]})
+        for piece in (args[: len(args) // 2], args[len(args) // 2 :]):
+            yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+    else:
+        for i, word in enumerate(words):
+            if model == "mid-error" and i == 1:
+                error = {
+                    "message": "The server had an error while processing your request.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+                yield _data({"error": error})
+                return
+            delta = {"role": "assistant", "content": word} if i == 0 else {"content": " " + word}
+            yield chunk(delta)
+    yield chunk({}, "stop" if call is None else "tool_calls")
     if (body.get("stream_options") or {}).get("include_usage"):
-        yield _data({**base, "choices": [], "usage": _usage_chat(prompt, len(words))})
+        out = len(words) if call is None else 5
+        yield _data({**base, "choices": [], "usage": _usage_chat(model, prompt, out)})
     yield b"data: [DONE]\n\n"
 
 
 def _response(
-    model: str, words: list[str], prompt: int, status: str = "completed"
+    model: str,
+    words: list[str],
+    prompt: int,
+    status: str = "completed",
+    call: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    text = " ".join(words)
     done = status == "completed"
-    message = {
-        "type": "message",
-        "id": "msg_test",
-        "status": status,
-        "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": []}],
-    }
+    out = len(words) if call is None else 5
+    tokens, generated, cached, reasoning = _counts(model, prompt, out)
     return {
         "id": "resp_test",
         "object": "response",
         "created_at": int(time.time()),
         "status": status,
         "model": model,
-        "output": [message] if done else [],
+        "output": [_output_item(words, call, "completed")] if done else [],
         "usage": {
-            "input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": len(words),
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": prompt + len(words),
+            "input_tokens": tokens,
+            "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": generated,
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": tokens + generated,
         }
         if done
         else None,
     }
 
 
-def _responses_events(model: str, words: list[str], prompt: int) -> Iterator[bytes]:
-    seq = iter(range(10_000))
-    pending = _response(model, words, prompt, status="in_progress")
-    item = {
+def _output_item(words: list[str], call: dict[str, str] | None, status: str) -> dict[str, Any]:
+    if call is not None:
+        return {
+            "type": "function_call",
+            "id": "fc_test",
+            "call_id": CALL_ID,
+            "name": call["name"],
+            "arguments": call["arguments"] if status == "completed" else "",
+            "status": status,
+        }
+    content = [{"type": "output_text", "text": " ".join(words), "annotations": []}]
+    return {
         "type": "message",
         "id": "msg_test",
-        "status": "in_progress",
+        "status": status,
         "role": "assistant",
-        "content": [],
+        "content": content if status == "completed" else [],
     }
-    part = {"type": "output_text", "text": "", "annotations": []}
-    text = " ".join(words)
+
+
+def _responses_events(
+    model: str, words: list[str], prompt: int, call: dict[str, str] | None
+) -> Iterator[bytes]:
+    seq = iter(range(10_000))
+    pending = _response(model, words, prompt, status="in_progress")
+    final = _response(model, words, prompt, call=call)
     events: list[tuple[str, dict[str, Any]]] = [
         ("response.created", {"response": pending}),
         ("response.in_progress", {"response": pending}),
-        ("response.output_item.added", {"output_index": 0, "item": item}),
         (
-            "response.content_part.added",
-            {"item_id": "msg_test", "output_index": 0, "content_index": 0, "part": part},
+            "response.output_item.added",
+            {"output_index": 0, "item": _output_item(words, call, "in_progress")},
         ),
     ]
-    for i, word in enumerate(words):
-        delta = word if i == 0 else " " + word
-        events.append(
-            (
-                "response.output_text.delta",
-                {"item_id": "msg_test", "output_index": 0, "content_index": 0, "delta": delta},
-            )
-        )
-    final = _response(model, words, prompt)
-    done_part = {**part, "text": text}
-    events += [
-        (
-            "response.output_text.done",
-            {"item_id": "msg_test", "output_index": 0, "content_index": 0, "text": text},
-        ),
-        (
-            "response.content_part.done",
-            {"item_id": "msg_test", "output_index": 0, "content_index": 0, "part": done_part},
-        ),
-        ("response.output_item.done", {"output_index": 0, "item": final["output"][0]}),
-        ("response.completed", {"response": final}),
-    ]
+    if call is not None:
+        args = call["arguments"]
+        at = {"item_id": "fc_test", "output_index": 0}
+        for piece in (args[: len(args) // 2], args[len(args) // 2 :]):
+            events.append(("response.function_call_arguments.delta", {**at, "delta": piece}))
+        events.append(("response.function_call_arguments.done", {**at, "arguments": args}))
+    else:
+        part = {"type": "output_text", "text": "", "annotations": []}
+        at = {"item_id": "msg_test", "output_index": 0, "content_index": 0}
+        events.append(("response.content_part.added", {**at, "part": part}))
+        for i, word in enumerate(words):
+            if model == "mid-error" and i == 1:
+                events.append(
+                    (
+                        "error",
+                        {
+                            "code": "server_error",
+                            "message": "The server had an error while processing your request.",
+                            "param": None,
+                        },
+                    )
+                )
+                break
+            delta = word if i == 0 else " " + word
+            events.append(("response.output_text.delta", {**at, "delta": delta}))
+        else:
+            text = " ".join(words)
+            events += [
+                ("response.output_text.done", {**at, "text": text}),
+                ("response.content_part.done", {**at, "part": {**part, "text": text}}),
+            ]
+    if model != "mid-error":
+        events += [
+            ("response.output_item.done", {"output_index": 0, "item": final["output"][0]}),
+            ("response.completed", {"response": final}),
+        ]
     for name, data in events:
         event = {"type": name, "sequence_number": next(seq), **data}
         yield f"event: {name}\n".encode() + _data(event)

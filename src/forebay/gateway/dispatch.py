@@ -330,12 +330,19 @@ class Dispatcher:
             if plan is not None:  # decoded now, so that a garbled reply can be retried
                 opened.translated = plan
                 opened.decoded = plan.outbound.decode_reply(body)
+                # A wire without a model name (Bedrock Converse): the deployment's.
+                opened.decoded.model = opened.decoded.model or upstream.deployment.upstream_model
             return opened
         handle = await upstream.open_stream(endpoint, payload, req.headers)
         chunks = handle.chunks()
         sse: StreamRelay
         if plan is not None:
-            sse = TranslatingRelay(plan, include_usage=req.include_usage, redactor=self._redactor)
+            sse = TranslatingRelay(
+                plan,
+                include_usage=req.include_usage,
+                redactor=self._redactor,
+                model=upstream.deployment.upstream_model,
+            )
         elif req.protocol is WireProtocol.OPENAI_CHAT:
             sse = SseRelay(client_wants_usage=req.include_usage, redactor=self._redactor)
         else:

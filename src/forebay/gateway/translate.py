@@ -33,6 +33,7 @@ from forebay.protocols.canonical import (
     StreamEnd,
     StreamError,
     StreamEvent,
+    StreamStart,
     TextDelta,
     ToolArgsDelta,
     Usage,
@@ -141,10 +142,13 @@ def reply_bytes(t: Translation, reply: GenReply) -> bytes:
 
 
 class TranslatingRelay:
-    def __init__(self, t: Translation, *, include_usage: bool, redactor: Redactor) -> None:
+    def __init__(
+        self, t: Translation, *, include_usage: bool, redactor: Redactor, model: str = ""
+    ) -> None:
         self._decoder = t.outbound.stream_decoder()
         self._encoder = t.inbound.stream_encoder(include_usage=include_usage)
         self._redact = redactor.redact
+        self._model = model  # for a wire whose stream names none (Bedrock ConverseStream)
         self.usage: Usage | None = None
         self.content_events = 0
         self.saw_done = False
@@ -186,6 +190,8 @@ class TranslatingRelay:
             elif isinstance(event, StreamError):
                 self.upstream_error = {"message": event.message, "type": event.type}
                 self.saw_done = True
+            elif isinstance(event, StreamStart) and not event.model:
+                event.model = self._model
             out.append(self._encoder.encode(event))
             if self.saw_done:
                 break  # nothing after the end reaches the client

@@ -106,9 +106,7 @@ class ResponsesStreamDecoder:
         if kind == "error":
             err: dict[str, Any] = obj["error"] if isinstance(obj.get("error"), dict) else obj
             self._done = True
-            out.append(
-                StreamError(str(err.get("message") or "the upstream reported an error")[:1000])
-            )
+            out.append(_error(err, "the upstream reported an error"))
             return
         if kind == "response.created":
             resp = obj["response"]
@@ -189,9 +187,15 @@ class ResponsesStreamDecoder:
         self._done = True
         if resp.get("status") == "failed":
             err: dict[str, Any] = resp["error"] if isinstance(resp.get("error"), dict) else {}
-            out.append(
-                StreamError(str(err.get("message") or "the upstream's response failed")[:1000])
-            )
+            out.append(_error(err, "the upstream's response failed"))
             return
         stop = stop_of(resp, tool_calls=self._tool_calls, refused=self._refused)
         out.append(StreamEnd(stop, usage_of(resp.get("usage"))))
+
+
+def _error(err: dict[str, Any], fallback: str) -> StreamError:
+    """The wire's error `code` (server_error, rate_limit_exceeded...) is kept as the
+    type, so a Chat client sees it as its error's code rather than a generic one."""
+    code = err.get("code")
+    kind = code[:100] if isinstance(code, str) and code else "upstream_stream_error"
+    return StreamError(str(err.get("message") or fallback)[:1000], type=kind)
