@@ -225,6 +225,9 @@ def test_claude_code_reads_a_file_through_forebay_to_anthropic(
     first, second = (s.body for s in seen)
     assert "Read" in [t["name"] for t in first["tools"]]  # with a placeholder of its own
     assert first["stream"] is True and first["model"] == "scripted"
+    # Its mid-conversation system message (sent for a model it does not know)
+    # reached Anthropic in place: same protocol, the body relayed as it came.
+    assert "system" in [m["role"] for m in first["messages"]]
     for s in seen:  # Forebay's upstream key went out, never the tenant's
         assert s.headers["x-api-key"] == API_KEY
         assert gw.tenant_key not in s.raw.decode()
@@ -286,3 +289,17 @@ def test_claude_code_with_a_wrong_key_fails_and_reaches_no_upstream(
     assert workspace.word not in json.dumps(run.result)
     assert [s.path for s in ant[0].seen if s.method == "POST"] == []
     assert trap.attempts == []
+
+
+def test_the_egress_trap_catches_claude_code_going_to_the_internet(
+    trap: EgressTrap, workspace: Workspace, tmp_path: Path
+) -> None:
+    """Without a base URL Claude Code goes to api.anthropic.com: the trap must see
+    it, or the empty `attempts` the other tests assert would prove nothing."""
+    env = claude_env(tmp_path / "home", "", "coder", trap)
+    del env["ANTHROPIC_BASE_URL"]
+    env["ANTHROPIC_API_KEY"] = "sk-ant-api03-not-a-real-key"
+    run = run_claude(env, workspace.root)
+    assert run.code != 0 and run.result.get("is_error") is True, run.result
+    assert trap.attempts, run.result
+    assert all(a.startswith("CONNECT api.anthropic.com:443 ") for a in trap.attempts), trap.attempts
