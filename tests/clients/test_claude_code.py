@@ -96,19 +96,27 @@ def gw(
     ant: tuple[AnthropicServer, ServerThread],
     chat: tuple[FakeUpstream, ServerThread],
 ) -> Gateway:
+    def native(alias: str) -> str:
+        return (
+            f"{{name: ant-{alias}, provider: anthropic, base_url: '{ant[1].url}', "
+            f"model: scripted, api_key: '{API_KEY}'}}"
+        )
+
+    def translated(alias: str) -> str:
+        return (
+            f"{{name: chat-{alias}, base_url: '{chat[1].url}/v1', model: scripted, "
+            f"api_key: '{UPSTREAM_KEY}'}}"
+        )
+
     return make_gateway(
         f"""
     key_refresh_s: 0.2
     ledger: {{flush_interval_s: 0.05}}
     models:
-      coder:
-        deployments:
-          - {{name: ant-coder, provider: anthropic, base_url: '{ant[1].url}',
-              model: scripted, api_key: '{API_KEY}'}}
-      coder-chat:
-        deployments:
-          - {{name: chat-coder, base_url: '{chat[1].url}/v1', model: scripted,
-              api_key: '{UPSTREAM_KEY}'}}
+      coder: {{deployments: [{native("coder")}]}}
+      claude-sonnet-4-5: {{deployments: [{native("claude-sonnet-4-5")}]}}
+      coder-chat: {{deployments: [{translated("coder-chat")}]}}
+      claude-haiku-4-5: {{deployments: [{translated("claude-haiku-4-5")}]}}
     """
     )
 
@@ -207,14 +215,20 @@ def _assert_ledger(gw: Gateway, alias: str, deployment: str, count: int) -> None
         assert int(row["completion_tokens"]) > 0, shown  # type: ignore[call-overload]
 
 
+# Claude Code shapes its requests by the model name: for one it does not know
+# (most Forebay aliases) it assumes the newest API (adaptive thinking, effort, a
+# mid-conversation system message); for a Claude model's name (an alias named
+# after one) it sends that model's shape (thinking with a token budget).
+@pytest.mark.parametrize("alias", ["coder", "claude-sonnet-4-5"])
 def test_claude_code_reads_a_file_through_forebay_to_anthropic(
+    alias: str,
     gw: Gateway,
     ant: tuple[AnthropicServer, ServerThread],
     workspace: Workspace,
     trap: EgressTrap,
     tmp_path: Path,
 ) -> None:
-    env = claude_env(tmp_path / "home", gw.url, "coder", trap)
+    env = claude_env(tmp_path / "home", gw.url, alias, trap)
     env["ANTHROPIC_API_KEY"] = gw.tenant_key  # sent as x-api-key
     run = run_claude(env, workspace.root)
     _assert_answered(run, workspace)
@@ -225,9 +239,13 @@ def test_claude_code_reads_a_file_through_forebay_to_anthropic(
     first, second = (s.body for s in seen)
     assert "Read" in [t["name"] for t in first["tools"]]  # with a placeholder of its own
     assert first["stream"] is True and first["model"] == "scripted"
-    # Its mid-conversation system message (sent for a model it does not know)
-    # reached Anthropic in place: same protocol, the body relayed as it came.
-    assert "system" in [m["role"] for m in first["messages"]]
+    if alias == "coder":
+        # Its mid-conversation system message reached Anthropic in place: same
+        # protocol, the body relayed as it came.
+        assert "system" in [m["role"] for m in first["messages"]]
+        assert first["thinking"]["type"] == "adaptive"
+    else:
+        assert first["thinking"]["type"] == "enabled"
     for s in seen:  # Forebay's upstream key went out, never the tenant's
         assert s.headers["x-api-key"] == API_KEY
         assert gw.tenant_key not in s.raw.decode()
@@ -237,20 +255,22 @@ def test_claude_code_reads_a_file_through_forebay_to_anthropic(
     result = second["messages"][-1]["content"][0]
     assert result["type"] == "tool_result" and result["tool_use_id"] == call["id"]
     assert workspace.word in json.dumps(result["content"])
-    _assert_ledger(gw, "coder", "ant-coder", 2)
+    _assert_ledger(gw, alias, f"ant-{alias}", 2)
     # Claude Code marks its prompt for caching; Forebay metered the cache writes
     # the Anthropic upstream reported.
     assert all(int(r["cache_write_tokens"]) > 0 for r in gw.ledger_rows())  # type: ignore[call-overload]
 
 
+@pytest.mark.parametrize("alias", ["coder-chat", "claude-haiku-4-5"])
 def test_claude_code_reads_a_file_through_forebay_to_a_chat_upstream(
+    alias: str,
     gw: Gateway,
     chat: tuple[FakeUpstream, ServerThread],
     workspace: Workspace,
     trap: EgressTrap,
     tmp_path: Path,
 ) -> None:
-    env = claude_env(tmp_path / "home", gw.url, "coder-chat", trap)
+    env = claude_env(tmp_path / "home", gw.url, alias, trap)
     env["ANTHROPIC_AUTH_TOKEN"] = gw.tenant_key  # sent as Authorization: Bearer
     run = run_claude(env, workspace.root)
     _assert_answered(run, workspace)
@@ -271,7 +291,7 @@ def test_claude_code_reads_a_file_through_forebay_to_a_chat_upstream(
     assert json.loads(call["function"]["arguments"]) == {"file_path": str(workspace.note)}
     assert answered["role"] == "tool" and answered["tool_call_id"] == call["id"]
     assert workspace.word in json.dumps(answered["content"])
-    _assert_ledger(gw, "coder-chat", "chat-coder", 2)
+    _assert_ledger(gw, alias, f"chat-{alias}", 2)
 
 
 def test_claude_code_with_a_wrong_key_fails_and_reaches_no_upstream(
