@@ -30,6 +30,7 @@ import json
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,11 +316,26 @@ def test_the_egress_trap_catches_claude_code_going_to_the_internet(
     trap: EgressTrap, workspace: Workspace, tmp_path: Path
 ) -> None:
     """Without a base URL Claude Code goes to api.anthropic.com: the trap must see
-    it, or the empty `attempts` the other tests assert would prove nothing."""
+    it, or the empty `attempts` the other tests assert would prove nothing. (It
+    retries a refused tunnel for a while; the first attempt is enough.)"""
     env = claude_env(tmp_path / "home", "", "coder", trap)
     del env["ANTHROPIC_BASE_URL"]
     env["ANTHROPIC_API_KEY"] = "sk-ant-api03-not-a-real-key"
-    run = run_claude(env, workspace.root)
-    assert run.code != 0 and run.result.get("is_error") is True, run.result
-    assert trap.attempts, run.result
-    assert all(a.startswith("CONNECT api.anthropic.com:443 ") for a in trap.attempts), trap.attempts
+    argv = [str(claude_binary()), "-p", PROMPT, "--output-format", "json"]
+    proc = subprocess.Popen(
+        argv,
+        cwd=workspace.root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while not trap.attempts and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert trap.attempts, "Claude Code reached the internet without the proxy, or never tried"
+    assert trap.attempts[0].startswith("CONNECT api.anthropic.com:443 "), trap.attempts
