@@ -266,7 +266,7 @@ def test_an_overloaded_upstream_is_anthropics_529(client: anthropic.Anthropic) -
     ("body", "says"),
     [
         ({"model": "echo", "messages": [{"role": "user", "content": "hi"}]}, "max_tokens"),
-        ({"model": "echo", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+        ({"model": "echo", "max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]},
          "role"),
         ({"model": "echo", "max_tokens": 5,
           "messages": [{"role": "user", "content": [{"type": "video", "url": "x"}]}]}, "video"),

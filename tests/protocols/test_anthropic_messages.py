@@ -148,6 +148,8 @@ def test_encode_request_gives_back_an_equivalent_body() -> None:
         ({"max_tokens": 0}, "max_tokens"),
         ({"model": 3}, "model"),
         ({"messages": [{"role": "tool", "content": "x"}]}, "role"),
+        ({"messages": [{"role": "system", "content": [{"type": "text"}]}]}, "messages.0"),
+        ({"messages": [{"role": "system", "content": 7}]}, "messages.0.content"),
         ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "audio"),
         ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "text"),
         ({"messages": [{"role": "user", "content": 5}]}, "content"),
@@ -164,6 +166,25 @@ def test_decode_refuses_what_the_reference_refuses(patch: dict[str, Any], says: 
     with pytest.raises(ForebayError) as err:
         CODEC.decode_request(body)
     assert err.value.status == 400 and says in err.value.message
+
+
+def test_a_mid_conversation_system_message_joins_the_system_prompt() -> None:
+    """Claude Code sends one in its first request for a model it does not know."""
+    body = {
+        "model": "coder",
+        "max_tokens": 10,
+        "system": "Be brief.",
+        "messages": [
+            {"role": "user", "content": "Read note.txt"},
+            {"role": "system", "content": [{"type": "text", "text": "# Environment"}]},
+            {"role": "system", "content": "Now in French."},
+            {"role": "system", "content": [{"type": "tool_removal", "tool_names": ["Bash"]}]},
+            {"role": "assistant", "content": "D'accord."},
+        ],
+    }
+    req = CODEC.decode_request(body)
+    assert [p.text for p in req.system] == ["Be brief.", "# Environment", "Now in French."]
+    assert [m.role for m in req.messages] == ["user", "assistant"]
 
 
 def test_server_tool_blocks_are_accepted_and_left_out_of_translation() -> None:

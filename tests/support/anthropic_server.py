@@ -23,6 +23,8 @@ invalid_request_error, as Anthropic answers). Behaviour by model name:
   drop           closes the connection half-way through the body (streams: after
                  the first events)
   slow-<ms>      answers after <ms> milliseconds
+  scripted       follows the server's `script` (tests/support/scripted.py): calls its
+                 tool, then answers with the tool's result, as a model driving an agent
 
 Tokens are words. Prompt caching as Anthropic counts it: a block with
 `cache_control` ends a cacheable prefix (tools, then system, then messages); the
@@ -46,6 +48,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.support.scripted import ToolScript, anthropic_turn
+
 API_KEY = "sk-ant-test-0123456789abcdefghijklmnop"
 MODELS = ("claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001")
 SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"
@@ -67,6 +71,7 @@ class AnthropicServer:
     models: tuple[str, ...] = MODELS
     seen: list[Seen] = field(default_factory=list)
     event_gap_s: float = 0.0  # a pause between stream events, so they arrive apart
+    script: ToolScript | None = None  # what the `scripted` model does
     _cached: set[str] = field(default_factory=set)
 
     def app(self) -> Starlette:
@@ -135,7 +140,12 @@ class AnthropicServer:
         if model.startswith("slow-"):
             await asyncio.sleep(int(model.split("-")[1]) / 1000)
         usage = self._usage(body)
-        blocks, stop = _answer(body)
+        if model == "scripted":
+            if self.script is None:
+                return error(500, "api_error", "the test server was given no script")
+            blocks, stop = anthropic_turn(self.script, body)
+        else:
+            blocks, stop = _answer(body)
         if body.get("stream"):
             events = _events(model, blocks, stop, usage)
             relay = _sse(events, model, self.event_gap_s)

@@ -21,6 +21,8 @@ upstream model name a deployment is configured with:
                 answers "the tool said <its content>"; usage reports
                 TOOLS_CACHED prompt tokens read from cache and TOOLS_REASONING
                 reasoning tokens
+  scripted      follows the server's `script` (tests/support/scripted.py): calls its
+                tool, then answers with the tool's result, as a model driving an agent
 
 Every request is remembered (path, headers, body) so tests can look at what
 the gateway really sent.
@@ -39,6 +41,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.support.scripted import ToolScript, chat_turn
 
 # What the `vision` model counts per image, audio or file content part.
 MEDIA_PROMPT_TOKENS = 1000
@@ -59,6 +63,7 @@ class FakeUpstream:
     seen: list[Seen] = field(default_factory=list)
     # When set, /metrics reports this many running + waiting requests, as vLLM does.
     reported_load: float | None = None
+    script: ToolScript | None = None  # what the `scripted` model does
 
     def app(self) -> Starlette:
         return Starlette(
@@ -104,6 +109,10 @@ class FakeUpstream:
         extra = media * MEDIA_PROMPT_TOKENS if body["model"] == "vision" else 0
         if body["model"] == "tools":
             return _tools_answer(body, text)
+        if body["model"] == "scripted":
+            if self.script is None:
+                return _json({"error": {"message": "the test server was given no script"}}, 500)
+            return _reply(body, *chat_turn(self.script, body))
         return await self._answer(request, body, text, chat=True, extra_prompt=extra)
 
     async def completions(self, request: Request) -> Response:
@@ -275,10 +284,18 @@ def _tools_answer(body: dict[str, Any], text: str) -> Response:
         args = orjson.dumps({"city": text}).decode()
         call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": args}}
         message["tool_calls"] = [call]
-        finish, words = "tool_calls", 5
+        finish = "tool_calls"
     else:
         message["content"] = f"the tool said {last.get('content')}"
-        finish, words = "stop", len(message["content"].split())
+        finish = "stop"
+    return _reply(body, message, finish)
+
+
+def _reply(body: dict[str, Any], message: dict[str, Any], finish: str) -> Response:
+    """One assistant message (text or tool calls), whole or streamed, with usage
+    details; the model name in the answer is the one asked for."""
+    messages = body.get("messages") or [{}]
+    words = 5 if message.get("tool_calls") else len(str(message["content"]).split())
     prompt = sum(len(str(m.get("content") or "").split()) for m in messages) + 10
     usage = {
         "prompt_tokens": prompt,
@@ -287,17 +304,19 @@ def _tools_answer(body: dict[str, Any], text: str) -> Response:
         "prompt_tokens_details": {"cached_tokens": TOOLS_CACHED},
         "completion_tokens_details": {"reasoning_tokens": TOOLS_REASONING},
     }
+    model = str(body["model"])
     if not body.get("stream"):
         choice = {"index": 0, "message": message, "finish_reason": finish}
-        obj = {"id": "cmpl-tools", "object": "chat.completion", "created": 1, "model": "tools"}
+        obj = {"id": "cmpl-tools", "object": "chat.completion", "created": 1, "model": model}
         return _json({**obj, "choices": [choice], "usage": usage})
-    return StreamingResponse(_tools_stream(message, finish, usage), media_type="text/event-stream")
+    relay = _tools_stream(model, message, finish, usage)
+    return StreamingResponse(relay, media_type="text/event-stream")
 
 
 async def _tools_stream(
-    message: dict[str, Any], finish: str, usage: dict[str, Any]
+    model: str, message: dict[str, Any], finish: str, usage: dict[str, Any]
 ) -> AsyncIterator[bytes]:
-    head = {"id": "cmpl-tools", "object": "chat.completion.chunk", "created": 1, "model": "tools"}
+    head = {"id": "cmpl-tools", "object": "chat.completion.chunk", "created": 1, "model": model}
 
     def chunk(delta: dict[str, Any], reason: str | None = None, **extra: Any) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": reason}

@@ -3,7 +3,10 @@ anthropic_reply.py, streams in anthropic_stream.py.
 
 Decoding checks what Anthropic's API reference requires (model, max_tokens,
 messages of role user or assistant, known content block types) and nothing
-stricter. Blocks of Anthropic's server tools (web search results and the
+stricter. A mid-conversation `system` message (Anthropic accepts them; Claude
+Code sends them for models it does not know, as Forebay aliases are) is relayed
+in place to an Anthropic upstream and, translated, its text joins `system`, as
+a Chat system message does. Blocks of Anthropic's server tools (web search results and the
 like) have no meaning elsewhere: they are accepted, passed on untouched to an
 Anthropic upstream (the body is relayed as it came), and left out when the
 request is translated for another wire.
@@ -182,14 +185,15 @@ def _block(block: dict[str, Any], where: str) -> list[Part]:
     )
 
 
-def _message(m: Any, i: int) -> Message:
+def _message(m: Any, i: int) -> Message | list[TextPart]:
     where = f"messages.{i}"
     msg = as_dict(m, where)
     role = msg.get("role")
+    if role == "system":
+        return _system(msg.get("content"), f"{where}.content", others=True)
     if role not in ("user", "assistant"):
         raise bad_request(
-            f"{where}.role is {str(role)[:40]!r}; it must be 'user' or 'assistant' (a system "
-            "prompt goes in the top-level 'system' field).",
+            f"{where}.role is {str(role)[:40]!r}; it must be 'user', 'assistant' or 'system'.",
             param=f"{where}.role",
         )
     content = msg.get("content")
@@ -201,16 +205,20 @@ def _message(m: Any, i: int) -> Message:
     return Message(role, parts)
 
 
-def _system(system: Any) -> list[TextPart]:
+def _system(system: Any, where: str = "system", *, others: bool = False) -> list[TextPart]:
+    """Text blocks; with `others`, blocks of other types (a system message's
+    tool_addition / tool_removal) are accepted and left out of translation."""
     if system is None:
         return []
     if isinstance(system, str):
         return [TextPart(system)] if system else []
     out = []
-    for i, block in enumerate(as_list(system, "system")):
-        b = as_dict(block, f"system.{i}")
+    for i, block in enumerate(as_list(system, where)):
+        b = as_dict(block, f"{where}.{i}")
+        if others and b.get("type") != "text" and isinstance(b.get("type"), str):
+            continue
         if b.get("type") != "text" or not isinstance(b.get("text"), str):
-            raise bad_request(f"system.{i} must be a text block.", param="system")
+            raise bad_request(f"{where}.{i} must be a text block.", param=where)
         out.append(TextPart(b["text"], b.get("cache_control")))
     return out
 
@@ -296,7 +304,14 @@ def decode_counted(body: dict[str, Any], max_tokens: int | None = None) -> GenRe
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("model: Field required (a string).", param="model")
-    messages = [_message(m, i) for i, m in enumerate(as_list(body.get("messages"), "messages"))]
+    system = _system(body.get("system"))
+    messages: list[Message] = []
+    for i, m in enumerate(as_list(body.get("messages"), "messages")):
+        got = _message(m, i)
+        if isinstance(got, Message):
+            messages.append(got)
+        else:
+            system.extend(got)
     temperature = _unit(body, "temperature")
     top_p = _unit(body, "top_p")
     top_k = opt_int(body.get("top_k"), "top_k")
@@ -327,7 +342,7 @@ def decode_counted(body: dict[str, Any], max_tokens: int | None = None) -> GenRe
     return GenRequest(
         model=model,
         messages=messages,
-        system=_system(body.get("system")),
+        system=system,
         tools=tools,
         tool_choice=_tool_choice(body.get("tool_choice")),
         max_output_tokens=max_tokens,
