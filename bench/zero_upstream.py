@@ -77,6 +77,11 @@ def _chunk(data: bytes) -> bytes:
 
 def stream_events(chunks: int) -> list[bytes]:
     """The SSE events of one streamed chat completion, each HTTP-chunk framed."""
+    return [_chunk(e) for e in chat_events(chunks)] + [b"0\r\n\r\n"]
+
+
+def chat_events(chunks: int) -> list[bytes]:
+    """The SSE events of one streamed chat completion."""
     pre = b'data: {"id":"chatcmpl-zero","object":"chat.completion.chunk","created":1700000000,'
     pre += b'"model":"zero","choices":['
     events = [pre + b'{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n']
@@ -90,7 +95,7 @@ def stream_events(chunks: int) -> list[bytes]:
         b'"total_tokens":%d}}\n\n' % (chunks, chunks + 12)
     )
     events.append(b"data: [DONE]\n\n")
-    return [_chunk(e) for e in events] + [b"0\r\n\r\n"]
+    return events
 
 
 # --- Anthropic Messages ------------------------------------------------------------------------
