@@ -6,8 +6,13 @@ and a pre-built request: per request it costs a few tens of microseconds of
 CPU, far less than any gateway it measures (its own CPU per request is
 reported so that claim is checked on every run).
 
+`--protocol` says what the body is and how its stream ends: `chat` (OpenAI Chat
+Completions, `Authorization: Bearer`, a stream ends with `[DONE]`), `responses`
+(OpenAI Responses, bearer key, `response.completed`) or `messages` (Anthropic
+Messages, the key in `x-api-key` with `anthropic-version`, `message_stop`).
 Each of `--concurrency` connections sends its next request as soon as the last
-answer (the whole body, for a stream: up to `[DONE]`) has arrived. After
+answer (the whole body, for a stream: up to its last event) has arrived; a stream
+without its protocol's last event counts as an error. After
 `--warmup` seconds a window of `--duration` seconds is measured: completions
 inside the window give req/s and latencies, and `/proc/<pid>/stat` of the
 processes named by `--pids` is read at both edges of the window, so CPU per
@@ -32,6 +37,13 @@ from urllib.parse import urlsplit
 import httptools
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# What a whole stream of each protocol must contain (its last event).
+STREAM_END = {
+    "chat": b"data: [DONE]",
+    "responses": b"event: response.completed",
+    "messages": b"event: message_stop",
+}
+ANTHROPIC_VERSION = b"2023-06-01"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -44,7 +56,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def build_request(url: str, body: bytes, token: str | None) -> bytes:
+def build_request(url: str, body: bytes, token: str | None, protocol: str = "chat") -> bytes:
     parts = urlsplit(url)
     host = parts.netloc.encode()
     head = [
@@ -54,7 +66,11 @@ def build_request(url: str, body: bytes, token: str | None) -> bytes:
         b"accept: */*",
         b"content-length: " + str(len(body)).encode(),
     ]
-    if token:
+    if protocol == "messages":
+        head.append(b"anthropic-version: " + ANTHROPIC_VERSION)
+        if token:
+            head.append(b"x-api-key: " + token.encode())
+    elif token:
         head.append(b"authorization: Bearer " + token.encode())
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
@@ -62,14 +78,17 @@ def build_request(url: str, body: bytes, token: str | None) -> bytes:
 class ClientConn(asyncio.Protocol):
     """One keep-alive connection; `request()` sends and awaits a whole response."""
 
-    def __init__(self) -> None:
+    def __init__(self, end_marker: bytes = STREAM_END["chat"]) -> None:
         self._parser = httptools.HttpResponseParser(self)
+        self._marker = end_marker
+        self._keep = len(end_marker) - 1
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
         self.first_byte = 0.0
         self.tail = b""
         self.body_bytes = 0
+        self.ended = False  # the stream's last event has been seen
         self.lost: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -95,7 +114,11 @@ class ClientConn(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
-        self.tail = (self.tail + body)[-24:]
+        if not self.ended:
+            # The marker may straddle two reads: look at the last bytes of the previous too.
+            seen = self.tail + body
+            self.ended = self._marker in seen
+            self.tail = seen[-self._keep :]
 
     def on_message_complete(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -111,6 +134,7 @@ class ClientConn(asyncio.Protocol):
         self.first_byte = 0.0
         self.tail = b""
         self.body_bytes = 0
+        self.ended = False
         self._waiter = self._loop.create_future()
         self._transport.write(raw)
         await self._waiter
@@ -145,7 +169,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     parts = urlsplit(args.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     body = args.body.encode()
-    raw = build_request(args.url, body, args.token)
+    raw = build_request(args.url, body, args.token, args.protocol)
+    marker = STREAM_END[args.protocol]
     stream = args.stream
     pids = [int(p) for p in args.pids.split(",") if p] if args.pids else []
     window = Window()
@@ -154,7 +179,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     window.end = window.start + args.duration
 
     async def connect() -> ClientConn:
-        _, proto = await loop.create_connection(ClientConn, host, port)
+        _, proto = await loop.create_connection(lambda: ClientConn(marker), host, port)
         return proto
 
     async def client() -> None:
@@ -179,8 +204,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 continue
             if conn.status != 200:
                 window.error(f"http_{conn.status}")
-            elif stream and b"[DONE]" not in conn.tail:
-                window.error("stream_without_done")
+            elif stream and not conn.ended:
+                window.error("stream_without_end")
             else:
                 window.latencies.append((done - sent) * 1000)
                 window.ttfb.append((conn.first_byte - sent) * 1000)
@@ -222,9 +247,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(description="Closed-loop HTTP/1.1 load generator.")
     ap.add_argument("--url", required=True)
-    ap.add_argument("--token", default=None, help="sent as Authorization: Bearer")
+    ap.add_argument(
+        "--token", default=None, help="sent as Authorization: Bearer (messages: x-api-key)"
+    )
+    ap.add_argument("--protocol", choices=sorted(STREAM_END), default="chat")
     ap.add_argument("--body", required=True, help="the JSON request body")
-    ap.add_argument("--stream", action="store_true", help="answers must end with [DONE]")
+    ap.add_argument(
+        "--stream", action="store_true", help="answers must end with the protocol's last event"
+    )
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--duration", type=float, default=3.0)

@@ -11,7 +11,15 @@ Everything runs on loopback, each piece in its own process:
   in its lightest setup: master key, no database, no callbacks;
 * `bench/loadgen.py`, a closed-loop raw-asyncio client, one process per cell.
 
-For each mode (non-stream, stream) and concurrency, the three targets are run
+Besides Chat Completions relayed to an OpenAI-compatible upstream, the same run
+measures the other protocol flows (`--protocols`, bench/overhead_flows.py):
+Anthropic Messages relayed to an Anthropic deployment, OpenAI Responses relayed
+to an OpenAI deployment (bytes through untouched), and Messages and Responses
+translated to the Chat upstream, at `--protocol-concurrency` (c=1 by default), each
+against the Chat relay of the same round. A flow whose route the gateway does not
+serve yet (a 404 / 405 to a probe request) is reported as not available.
+
+For each mode (non-stream, stream) and concurrency, the targets are run
 back to back, so a cell's numbers share the same machine conditions; `--rounds`
 repeats the whole matrix and the report gives per-cell medians. Added latency is
 computed within a round (target minus direct), then the median is taken. The
@@ -20,7 +28,7 @@ the edges of the measured window by the load generator itself.
 
 Run from the repository root:
 
-    .venv/bin/python -m bench.overhead                 # about 3 minutes
+    .venv/bin/python -m bench.overhead                 # about 5 minutes
     .venv/bin/python -m bench.overhead --setup-litellm # create bench/.venv-litellm first
 
 It prints Markdown (paste into BENCHMARKS.md) and writes every raw number to
@@ -47,7 +55,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from bench.overhead_flows import FLOWS, LABELS, PATHS, Flow, deployments_yaml, unavailable
+from bench.overhead_flows import body as flow_body
+from bench.overhead_flows import parse as parse_flows
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -59,21 +71,9 @@ FOREBAY_BIN = Path(PY).parent / "forebay"
 ADMIN_KEY = "fb-admin-bench-0123456789abcdef"
 UPSTREAM_KEY = "sk-upstream"
 LITELLM_KEY = "sk-litellm-bench"
-PROMPT = [{"role": "user", "content": "Say hello in one short sentence."}]
-BODIES = {
-    "non-stream": json.dumps({"model": "bench", "messages": PROMPT, "max_tokens": 16}),
-    "stream": json.dumps(
-        {
-            "model": "bench",
-            "messages": PROMPT,
-            "max_tokens": 16,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-    ),
-}
 TARGETS = ("direct", "baseline", "forebay", "litellm")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -131,13 +131,21 @@ def http_request(
     body: dict[str, Any] | None = None,
     token: str | None = None,
     timeout: float = 5.0,
+    raw: str | None = None,
+    protocol: str = "chat",
 ) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     headers = {"content-type": "application/json"}
-    if token:
+    if protocol == "messages":
+        headers["anthropic-version"] = "2023-06-01"
+        if token:
+            headers["x-api-key"] = token
+    elif token:
         headers["authorization"] = f"Bearer {token}"
+    if raw is None and body is not None:
+        raw = json.dumps(body)
     try:
-        conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+        conn.request(method, path, raw, headers)
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
@@ -219,6 +227,7 @@ def forebay_config(tmp: Path, upstream_port: int) -> Path:
         "        model: zero\n"
         f"        api_key: {UPSTREAM_KEY}\n"
         "        price: {input_per_million: 1.0, output_per_million: 2.0}\n"
+        + deployments_yaml(upstream_port, UPSTREAM_KEY)
     )
     return path
 
@@ -329,6 +338,8 @@ class Cell:
     upstream_cpu_ms: float
     loadgen_cpu_ms: float
     rss_mb: float | None
+    # The flow (bench/overhead_flows.py); for direct cells, the upstream's protocol.
+    protocol: str = "chat"
 
 
 def load(
@@ -338,14 +349,18 @@ def load(
     concurrency: int,
     args: argparse.Namespace,
     pids: list[int],
+    protocol: str = "chat",
+    model: str = "bench",
 ) -> dict[str, Any]:
     cmd = [
         PY,
         str(BENCH / "loadgen.py"),
         "--url",
         url,
+        "--protocol",
+        protocol,
         "--body",
-        BODIES[mode],
+        flow_body(protocol, model, mode == "stream"),
         "--concurrency",
         str(concurrency),
         "--warmup",
@@ -377,11 +392,16 @@ def measure(
     concurrency: int,
     rnd: int,
     args: argparse.Namespace,
+    flow: Flow = FLOWS["chat"],
 ) -> Cell:
+    """One cell; `flow` is what goes through the gateway (direct: what the zero
+    upstream answers, `flow.upstream`'s protocol)."""
     port = svc.port if svc is not None else upstream.port
-    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    proto = flow.inbound if svc is not None else flow.upstream
+    url = f"http://127.0.0.1:{port}{PATHS[proto]}"
     gw_pids = svc.pids() if svc is not None else []
-    res = load(url, token, mode, concurrency, args, [*gw_pids, upstream.proc.pid])
+    pids = [*gw_pids, upstream.proc.pid]
+    res = load(url, token, mode, concurrency, args, pids, proto, flow.model)
     n = int(res["requests"])
     cpu = {int(k): float(v) for k, v in res["cpu_s"].items()}
     gw_cpu = sum(cpu[p] for p in gw_pids)
@@ -395,6 +415,7 @@ def measure(
         upstream_cpu_ms=per_request_ms(cpu[upstream.proc.pid], n),
         loadgen_cpu_ms=per_request_ms(float(res["loadgen_cpu_s"]), n),
         rss_mb=svc.rss_mb() if svc is not None else None,
+        protocol=flow.name if svc is not None else flow.upstream,
     )
 
 
@@ -479,24 +500,38 @@ class Report:
     info: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def pick(self, target: str, mode: str, conc: int) -> list[Cell]:
+    flows: list[str] = field(default_factory=lambda: ["chat"])  # the flows asked for
+    unavailable: dict[str, str] = field(default_factory=dict)  # flow -> why not measured
+
+    def pick(self, target: str, mode: str, conc: int, protocol: str = "chat") -> list[Cell]:
+        """The cells of one target; a direct cell's protocol is that of the upstream
+        the flow `protocol` reaches."""
+        if target == "direct":
+            protocol = FLOWS[protocol].upstream
         return [
-            c for c in self.cells if c.target == target and c.mode == mode and c.concurrency == conc
+            c
+            for c in self.cells
+            if c.target == target
+            and c.mode == mode
+            and c.concurrency == conc
+            and c.protocol == protocol
         ]
 
-    def added(self, target: str, mode: str, conc: int, key: str) -> float:
+    def added(self, target: str, mode: str, conc: int, key: str, protocol: str = "chat") -> float:
         """Median over rounds of (target - direct) for one latency percentile."""
-        direct = {c.round: c.result[key] for c in self.pick("direct", mode, conc)}
+        direct = {c.round: c.result[key] for c in self.pick("direct", mode, conc, protocol)}
         diffs = [
             c.result[key] - direct[c.round]
-            for c in self.pick(target, mode, conc)
+            for c in self.pick(target, mode, conc, protocol)
             if c.round in direct
         ]
         return med(diffs)
 
-    def summary(self, target: str, mode: str, conc: int) -> dict[str, float]:
-        cells = self.pick(target, mode, conc)
-        direct_rps = {c.round: c.result["rps"] for c in self.pick("direct", mode, conc)}
+    def summary(
+        self, target: str, mode: str, conc: int, protocol: str = "chat"
+    ) -> dict[str, float]:
+        cells = self.pick(target, mode, conc, protocol)
+        direct_rps = {c.round: c.result["rps"] for c in self.pick("direct", mode, conc, protocol)}
         return {
             "rps": med([c.result["rps"] for c in cells]),
             "vs_direct": med(
@@ -505,8 +540,8 @@ class Report:
             "p50": med([c.result["p50_ms"] for c in cells]),
             "p99": med([c.result["p99_ms"] for c in cells]),
             "ttfb50": med([c.result["ttfb_p50_ms"] for c in cells]),
-            "add50": self.added(target, mode, conc, "p50_ms"),
-            "add99": self.added(target, mode, conc, "p99_ms"),
+            "add50": self.added(target, mode, conc, "p50_ms", protocol),
+            "add99": self.added(target, mode, conc, "p99_ms", protocol),
             "cpu": med([c.gateway_cpu_ms for c in cells if c.gateway_cpu_ms is not None]),
             "rss": med([c.rss_mb for c in cells if c.rss_mb is not None]),
             "errors": sum(c.result["errors"] for c in cells),
@@ -549,8 +584,109 @@ class Report:
         lines += self.side_costs()
         lines += self.versus_baseline(modes, concs, targets)
         lines += self.ratios(modes, concs, targets)
+        lines += self.protocols_table(modes)
         lines += self.targets_table(modes)
         return "\n".join(lines)
+
+    def protocol_concs(self) -> list[int]:
+        return sorted(
+            {c.concurrency for c in self.cells if c.target == "forebay" and c.protocol != "chat"}
+        )
+
+    def versus_chat(self, flow: str, mode: str, conc: int) -> dict[str, float]:
+        """One flow's Forebay cells against the Chat relay's of the same rounds:
+        medians over rounds of the per-round ratio and difference."""
+        chat = {c.round: c for c in self.pick("forebay", mode, conc)}
+        chat_direct = {c.round: c for c in self.pick("direct", mode, conc)}
+        direct = {c.round: c for c in self.pick("direct", mode, conc, flow)}
+        ratio, diff, add_ratio, add_diff = [], [], [], []
+        for c in self.pick("forebay", mode, conc, flow):
+            ch = chat.get(c.round)
+            if ch is None or c.gateway_cpu_ms is None or ch.gateway_cpu_ms is None:
+                continue
+            ratio.append(c.gateway_cpu_ms / ch.gateway_cpu_ms)
+            diff.append(c.gateway_cpu_ms - ch.gateway_cpu_ms)
+            d, cd = direct.get(c.round), chat_direct.get(c.round)
+            if d is not None and cd is not None:
+                add = c.result["p50_ms"] - d.result["p50_ms"]
+                chat_add = ch.result["p50_ms"] - cd.result["p50_ms"]
+                add_diff.append(add - chat_add)
+                if chat_add > 0:
+                    add_ratio.append(add / chat_add)
+        return {
+            "cpu_ratio": med(ratio),
+            "cpu_diff_ms": med(diff),
+            "add50_ratio": med(add_ratio),
+            "add50_diff_ms": med(add_diff),
+        }
+
+    def protocols_table(self, modes: list[str]) -> list[str]:
+        concs = self.protocol_concs()
+        if not concs and not self.unavailable:
+            return []
+        out = [
+            "**Protocols** (Forebay; each flow against the Chat relay measured in the same "
+            "round: medians over rounds of the per-round ratio or difference; +p50 is against "
+            "the zero upstream answering directly in the protocol Forebay sends it)",
+            "",
+            "| mode | conc | flow | req/s | p50 ms | +p50 ms | gw CPU ms/req | CPU ÷ chat "
+            "| CPU - chat µs | +p50 ÷ chat | +p50 - chat ms | errors |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for mode in modes:
+            for conc in concs:
+                for flow in self.flows:
+                    label = LABELS[flow]
+                    if flow in self.unavailable:
+                        why = self.unavailable[flow]
+                        out.append(f"| {mode} | {conc} | {label} | {why} |||||||||")
+                        continue
+                    if not self.pick("forebay", mode, conc, flow):
+                        continue
+                    s, v = (
+                        self.summary("forebay", mode, conc, flow),
+                        self.versus_chat(flow, mode, conc),
+                    )
+                    out.append(
+                        f"| {mode} | {conc} | {label} | {fmt(s['rps'], 0)} | {fmt(s['p50'])} | "
+                        f"{fmt(s['add50'])} | {fmt(s['cpu'], 3)} | {fmt(v['cpu_ratio'])}x | "
+                        f"{fmt(v['cpu_diff_ms'] * 1000, 0)} | {fmt(v['add50_ratio'])}x | "
+                        f"{fmt(v['add50_diff_ms'], 3)} | {s['errors']} |"
+                    )
+        return [*out, ""]
+
+    def protocol_targets(self, modes: list[str]) -> list[str]:
+        """The issue's goals at c=1: a relayed Messages or Responses request costs
+        within 10 % of the Chat relay's CPU, a translated one at most 0.3 ms more."""
+        if 1 not in self.protocol_concs() and not self.unavailable:
+            return []
+        out = []
+        for mode in modes:
+            for flow in self.flows:
+                if flow == "chat":
+                    continue
+                translated = FLOWS[flow].translated
+                if translated:
+                    name = f"{LABELS[flow]}: CPU/req - Chat relay, c=1, {mode}"
+                    goal = "≤ +0.30 ms"
+                else:
+                    name = f"{LABELS[flow]}: CPU/req ÷ Chat relay, c=1, {mode}"
+                    goal = "≤ 1.10x"
+                if flow in self.unavailable:
+                    out.append(f"| {name} | {self.unavailable[flow]} | {goal} | n/a |")
+                    continue
+                if not self.pick("forebay", mode, 1, flow):
+                    continue
+                v = self.versus_chat(flow, mode, 1)
+                if translated:
+                    value, ok = v["cpu_diff_ms"], v["cpu_diff_ms"] <= 0.3
+                    shown = f"{v['cpu_diff_ms']:+.3f} ms"
+                else:
+                    value, ok = v["cpu_ratio"], v["cpu_ratio"] <= 1.10
+                    shown = f"{fmt(value)}x"
+                verdict = "n/a" if value != value else ("hit" if ok else "MISS")
+                out.append(f"| {name} | {shown} | {goal} | {verdict} |")
+        return out
 
     def side_costs(self) -> list[str]:
         """The load generator's and the upstream's share, in the Forebay cells: both
@@ -626,9 +762,10 @@ class Report:
             out.append(
                 row(f"added p99, c=1, {mode}", s1["add99"], "≤ 2 ms", s1["add99"] <= 2, "ms")
             )
-        if "non-stream" in modes:
+        if "non-stream" in modes and self.pick("forebay", "non-stream", 64):
             rps = self.summary("forebay", "non-stream", 64)["rps"]
             out.append(row("req/s, c=64, non-stream", rps, "≥ 2,000", rps >= 2000, "req/s"))
+        out += self.protocol_targets(modes)
         st = self.startup
         if st:
             out.append(
@@ -644,7 +781,7 @@ class Report:
 # --- main --------------------------------------------------------------------------------------
 
 
-def rotate(seq: tuple[str, ...] | list[str], k: int) -> list[str]:
+def rotate(seq: list[T], k: int) -> list[T]:
     items = list(seq)
     k %= len(items)
     return items[k:] + items[:k]
@@ -717,10 +854,40 @@ def services(tmp: Path, args: argparse.Namespace, report: Report) -> Iterator[di
             subprocess.run(["git", "-C", str(ROOT), *remove], check=False)
 
 
+def probe_flows(svc: dict[str, Any], flows: list[Flow], report: Report) -> list[Flow]:
+    """The flows Forebay serves: one request each (a route not wired yet answers
+    404 / 405, and its cells are reported as not available instead of run)."""
+    fb: Service = svc["forebay"]
+    ok = []
+    for flow in flows:
+        try:
+            status, answer = http_request(
+                fb.port,
+                "POST",
+                flow.path,
+                token=svc["key"],
+                raw=flow_body(flow.inbound, flow.model, False),
+                protocol=flow.inbound,
+            )
+            why = unavailable(status, answer)
+        except (OSError, http.client.HTTPException) as exc:
+            why = f"not available ({type(exc).__name__}: {exc})"
+        if why is None:
+            ok.append(flow)
+            continue
+        report.unavailable[flow.name] = why
+        report.notes.append(f"{LABELS[flow.name]}: {why}; its cells are skipped.")
+        print(report.notes[-1], file=sys.stderr)
+    return ok
+
+
 def run(args: argparse.Namespace) -> Report:
     report = Report(info=machine())
     modes = [m for m in ("non-stream", "stream") if m in args.modes.split(",")]
     concs = [int(c) for c in args.concurrency.split(",")]
+    flows = parse_flows(args.protocols)
+    pconcs = [int(c) for c in args.protocol_concurrency.split(",") if c]
+    report.flows = [f.name for f in flows]
     tmp = Path(tempfile.mkdtemp(prefix="forebay-overhead-"))
     try:
         with services(tmp, args, report) as svc:
@@ -732,23 +899,34 @@ def run(args: argparse.Namespace) -> Report:
                 targets["litellm"] = (svc["litellm"], LITELLM_KEY)
             if svc["baseline"] is not None:
                 targets["baseline"] = (svc["baseline"], svc["baseline_key"])
+            extra = [f for f in probe_flows(svc, flows, report) if f.name != "chat"]
+            # Direct cells for the upstream protocols the extra flows reach (Chat's are there).
+            direct = [FLOWS[u] for u in sorted({f.upstream for f in extra} - {"chat"})]
+
+            def jobs(conc: int) -> list[tuple[str, Flow]]:
+                out = [(t, FLOWS["chat"]) for t in targets]
+                if conc in pconcs:
+                    out += [("direct", f) for f in direct] + [("forebay", f) for f in extra]
+                return out
+
             step = 0
-            total = args.rounds * len(modes) * len(concs) * len(targets)
+            total = args.rounds * len(modes) * sum(len(jobs(c)) for c in concs)
             for rnd in range(args.rounds):
                 for mode in modes:
                     for conc in concs:
                         # Rotate the order so no target always runs first or last.
-                        for target in rotate(list(targets), step):
+                        for target, flow in rotate(jobs(conc), step):
                             step += 1
                             gw, token = targets[target]
                             cell = measure(
-                                target, gw, token, svc["upstream"], mode, conc, rnd, args
+                                target, gw, token, svc["upstream"], mode, conc, rnd, args, flow
                             )
                             report.cells.append(cell)
                             r = cell.result
                             print(
                                 f"[{step}/{total}] round {rnd} {mode:10} c={conc:<3} "
-                                f"{target:8} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f}  "
+                                f"{target:8} {cell.protocol:17} {r['rps']:8.0f} req/s  "
+                                f"p50 {r['p50_ms']:7.2f}  "
                                 f"p99 {r['p99_ms']:7.2f} ms  gw cpu "
                                 f"{fmt(cell.gateway_cpu_ms, 3)} ms/req  errors {r['errors']}",
                                 file=sys.stderr,
@@ -770,6 +948,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="repeat the whole matrix")
     ap.add_argument("--concurrency", default="1,16,64")
     ap.add_argument("--modes", default="non-stream,stream")
+    ap.add_argument(
+        "--protocols",
+        default=",".join(FLOWS),
+        help="flows through Forebay (chat is always measured): " + ", ".join(FLOWS),
+    )
+    ap.add_argument(
+        "--protocol-concurrency",
+        default="1",
+        help="the concurrencies at which the flows other than chat are measured",
+    )
     ap.add_argument("--chunks", type=int, default=16, help="content chunks per streamed answer")
     ap.add_argument("--starts", type=int, default=3, help="Forebay restarts timed to ready")
     ap.add_argument("--no-litellm", dest="litellm", action="store_false")

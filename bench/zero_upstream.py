@@ -1,4 +1,5 @@
-"""A zero-delay OpenAI-compatible upstream for overhead benchmarks.
+"""A zero-delay upstream for overhead benchmarks: OpenAI Chat Completions,
+OpenAI Responses and Anthropic Messages.
 
 One process, one event loop (uvloop when installed), a raw `asyncio.Protocol`
 with the httptools parser, and answers that are pre-built bytes: the cheapest
@@ -10,6 +11,17 @@ top of it shows up in the measurements instead of being hidden by the upstream.
   `--chunks` content events, a finish event, a usage-only event and `[DONE]`.
   Each event is written on its own loop turn so a relay sees separate reads, as
   it would from a model server (`--one-write` sends the whole stream at once).
+* `POST /v1/messages` (Anthropic Messages): a `message` with `usage`; streamed,
+  Anthropic's documented sequence: `message_start`, `content_block_start`,
+  `ping`, `--chunks` `content_block_delta` (text_delta) events,
+  `content_block_stop`, `message_delta` (stop_reason, usage) and `message_stop`,
+  each as `event: <type>` + `data: {"type": <type>, ...}`.
+* `POST /v1/responses` (OpenAI Responses): a `response` object with `usage`;
+  streamed, the documented semantic events with their `sequence_number`s:
+  `response.created`, `response.in_progress`, `response.output_item.added`,
+  `response.content_part.added`, `--chunks` `response.output_text.delta`,
+  `response.output_text.done`, `response.content_part.done`,
+  `response.output_item.done` and `response.completed` (with `usage`).
 * `GET /v1/models`: one model, `zero`.
 * Anything else: 404.
 
@@ -20,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import signal
 from collections.abc import Callable
@@ -64,6 +77,11 @@ def _chunk(data: bytes) -> bytes:
 
 def stream_events(chunks: int) -> list[bytes]:
     """The SSE events of one streamed chat completion, each HTTP-chunk framed."""
+    return [_chunk(e) for e in chat_events(chunks)] + [b"0\r\n\r\n"]
+
+
+def chat_events(chunks: int) -> list[bytes]:
+    """The SSE events of one streamed chat completion."""
     pre = b'data: {"id":"chatcmpl-zero","object":"chat.completion.chunk","created":1700000000,'
     pre += b'"model":"zero","choices":['
     events = [pre + b'{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n']
@@ -77,7 +95,172 @@ def stream_events(chunks: int) -> list[bytes]:
         b'"total_tokens":%d}}\n\n' % (chunks, chunks + 12)
     )
     events.append(b"data: [DONE]\n\n")
-    return [_chunk(e) for e in events] + [b"0\r\n\r\n"]
+    return events
+
+
+# --- Anthropic Messages ------------------------------------------------------------------------
+
+
+def _compact(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _named(kind: str, data: dict[str, object]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + _compact(data) + b"\n\n"
+
+
+TEXT = "Hello! How can I help you today?"
+
+
+def _message(
+    content: list[dict[str, object]], stop: str | None, output_tokens: int
+) -> dict[str, object]:
+    return {
+        "id": "msg_zero",
+        "type": "message",
+        "role": "assistant",
+        "model": MODEL,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 12,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": output_tokens,
+        },
+    }
+
+
+def messages_body() -> bytes:
+    return _compact(_message([{"type": "text", "text": TEXT}], "end_turn", 9))
+
+
+def messages_events(chunks: int) -> list[bytes]:
+    """One streamed message, as Anthropic's streaming reference lays it out."""
+    events = [
+        _named("message_start", {"type": "message_start", "message": _message([], None, 1)}),
+        _named(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        _named("ping", {"type": "ping"}),
+    ]
+    events += [
+        _named(
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": f"tok{i} "},
+            },
+        )
+        for i in range(chunks)
+    ]
+    events += [
+        _named("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        _named(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": chunks},
+            },
+        ),
+        _named("message_stop", {"type": "message_stop"}),
+    ]
+    return events
+
+
+# --- OpenAI Responses --------------------------------------------------------------------------
+
+
+def _output_text(text: str) -> dict[str, object]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _item(status: str, content: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "id": "msg_zero",
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    }
+
+
+def _response(
+    status: str, output: list[dict[str, object]], output_tokens: int | None
+) -> dict[str, object]:
+    usage = None
+    if output_tokens is not None:
+        usage = {
+            "input_tokens": 12,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 12 + output_tokens,
+        }
+    return {
+        "id": "resp_zero",
+        "object": "response",
+        "created_at": 1700000000,
+        "status": status,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "max_output_tokens": 16,
+        "model": MODEL,
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": False,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage,
+        "user": None,
+        "metadata": {},
+    }
+
+
+def responses_body() -> bytes:
+    return _compact(_response("completed", [_item("completed", [_output_text(TEXT)])], 9))
+
+
+def responses_events(chunks: int) -> list[bytes]:
+    """One streamed response: the Responses API's semantic events, numbered."""
+    text = "".join(f"tok{i} " for i in range(chunks))
+    at = {"item_id": "msg_zero", "output_index": 0, "content_index": 0}
+    done_item = _item("completed", [_output_text(text)])
+    bodies: list[tuple[str, dict[str, object]]] = [
+        ("response.created", {"response": _response("in_progress", [], None)}),
+        ("response.in_progress", {"response": _response("in_progress", [], None)}),
+        ("response.output_item.added", {"output_index": 0, "item": _item("in_progress", [])}),
+        ("response.content_part.added", {**at, "part": _output_text("")}),
+    ]
+    bodies += [
+        ("response.output_text.delta", {**at, "delta": f"tok{i} ", "logprobs": []})
+        for i in range(chunks)
+    ]
+    bodies += [
+        ("response.output_text.done", {**at, "text": text, "logprobs": []}),
+        ("response.content_part.done", {**at, "part": _output_text(text)}),
+        ("response.output_item.done", {"output_index": 0, "item": done_item}),
+        ("response.completed", {"response": _response("completed", [done_item], chunks)}),
+    ]
+    return [
+        _named(kind, {"type": kind, "sequence_number": n, **fields})
+        for n, (kind, fields) in enumerate(bodies)
+    ]
 
 
 class ZeroProtocol(asyncio.Protocol):
@@ -122,13 +305,13 @@ class ZeroProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
-        url = self._url
+        url = self._url.split(b"?", 1)[0]
         if url.endswith(b"/chat/completions"):
-            body = b"".join(self._body)
-            if _STREAM_RE.search(body):
-                self._stream(transport)
-            else:
-                transport.write(self._answers.chat)
+            self._generate(transport, self._answers.chat, self._answers.stream)
+        elif url.endswith(b"/messages"):
+            self._generate(transport, self._answers.messages, self._answers.messages_stream)
+        elif url.endswith(b"/responses"):
+            self._generate(transport, self._answers.responses, self._answers.responses_stream)
         elif url.endswith(b"/completions"):
             transport.write(self._answers.text)
         elif url.endswith(b"/models"):
@@ -138,13 +321,17 @@ class ZeroProtocol(asyncio.Protocol):
         if not self._parser.should_keep_alive():
             transport.close()
 
-    def _stream(self, transport: asyncio.Transport) -> None:
-        answers = self._answers
-        if answers.one_write:
-            transport.write(answers.stream_all)
+    def _generate(self, transport: asyncio.Transport, whole: bytes, events: list[bytes]) -> None:
+        if _STREAM_RE.search(b"".join(self._body)):
+            self._stream(transport, events)
+        else:
+            transport.write(whole)
+
+    def _stream(self, transport: asyncio.Transport, events: list[bytes]) -> None:
+        if self._answers.one_write:
+            transport.write(STREAM_HEAD + b"".join(events))
             return
         transport.write(STREAM_HEAD)
-        events = answers.stream
         call_soon: Callable[..., object] = self._loop.call_soon
 
         def send(i: int) -> None:
@@ -163,7 +350,10 @@ class Answers:
         self.text = _http(b"200 OK", b"application/json", TEXT_BODY)
         self.models = _http(b"200 OK", b"application/json", MODELS_BODY)
         self.stream = stream_events(chunks)
-        self.stream_all = STREAM_HEAD + b"".join(self.stream)
+        self.messages = _http(b"200 OK", b"application/json", messages_body())
+        self.messages_stream = [_chunk(e) for e in messages_events(chunks)] + [b"0\r\n\r\n"]
+        self.responses = _http(b"200 OK", b"application/json", responses_body())
+        self.responses_stream = [_chunk(e) for e in responses_events(chunks)] + [b"0\r\n\r\n"]
         self.one_write = one_write
 
 

@@ -48,6 +48,13 @@ class _Open:
     chunks: list[str] = field(default_factory=list)
     summary: bool = False  # a reasoning summary part was announced
     redacted: str | None = None
+    delta_head: bytes | None = None  # a text delta's bytes after its sequence_number
+
+
+_TEXT_DELTA = (
+    b"event: response.output_text.delta\n"
+    b'data: {"type":"response.output_text.delta","sequence_number":'
+)
 
 
 class ResponsesStreamEncoder:
@@ -105,18 +112,24 @@ class ResponsesStreamEncoder:
         part = self._open.get(index) if isinstance(index, int) else None
         if part is None:
             return  # a delta for a part never started: nothing a client could place
-        ids = {"item_id": part.item["id"], "output_index": part.output_index}
         if isinstance(event, TextDelta):
             part.chunks.append(event.text)
-            self._emit(
-                out,
-                "response.output_text.delta",
-                **ids,
-                content_index=0,
-                delta=event.text,
-                logprobs=[],
+            # The most frequent event: its bytes are those of _emit's dict, put
+            # together from a prefix built once per part.
+            if part.delta_head is None:
+                at = orjson.dumps({"item_id": part.item["id"], "output_index": part.output_index})
+                part.delta_head = b"," + at[1:-1] + b',"content_index":0,"delta":'
+            out.append(
+                _TEXT_DELTA
+                + str(self._seq).encode()
+                + part.delta_head
+                + orjson.dumps(event.text)
+                + b',"logprobs":[]}\n\n'
             )
-        elif isinstance(event, ToolArgsDelta):
+            self._seq += 1
+            return
+        ids = {"item_id": part.item["id"], "output_index": part.output_index}
+        if isinstance(event, ToolArgsDelta):
             part.chunks.append(event.json)
             self._emit(out, "response.function_call_arguments.delta", **ids, delta=event.json)
         elif isinstance(event, ReasoningDelta):

@@ -73,7 +73,7 @@ class ResponsesStreamDecoder:
         out.append(StreamError(f"The upstream's Responses stream is malformed: {why}."))
 
     def _block(self, block: bytes, out: list[StreamEvent]) -> None:
-        lines = [ln[5:].lstrip() for ln in block.split(b"\n") if ln.startswith(b"data:")]
+        lines = _data_lines(block)
         if not lines or lines == [b"[DONE]"]:
             return
         try:
@@ -199,3 +199,17 @@ def _error(err: dict[str, Any], fallback: str) -> StreamError:
     code = err.get("code")
     kind = code[:100] if isinstance(code, str) and code else "upstream_stream_error"
     return StreamError(str(err.get("message") or fallback)[:1000], type=kind)
+
+
+def _data_lines(block: bytes) -> list[bytes]:
+    """The `data:` lines of one event; its usual shape (`event:` then one `data:`
+    line) is cut without splitting it into lines."""
+    first = block.find(b"\n")
+    if (
+        first >= 0
+        and block.startswith(b"event:")
+        and block.startswith(b"data:", first + 1)
+        and block.find(b"\n", first + 1) < 0
+    ):
+        return [block[first + 6 :].lstrip()]
+    return [ln[5:].lstrip() for ln in block.split(b"\n") if ln.startswith(b"data:")]

@@ -35,6 +35,18 @@ class SseFrames:
 def parse_frame(block: bytes) -> Frame | None:
     """One event's (name, data); None for a block of comments or blank lines.
     A line that is no SSE field makes the data b"\\0" (never valid JSON)."""
+    # The common shapes, one `data:` line with or without an `event:` line before
+    # it, are cut without the general walk over lines (same result).
+    first = block.find(b"\n")
+    if first < 0:
+        if block.startswith(b"data:"):
+            return None, block[5:].lstrip(b" ")
+    elif (
+        block.startswith(b"event:")
+        and block.startswith(b"data:", first + 1)
+        and block.find(b"\n", first + 1) < 0
+    ):
+        return block[6:first].strip(), block[first + 6 :].lstrip(b" ")
     name: bytes | None = None
     data: list[bytes] = []
     for line in block.split(b"\n"):
