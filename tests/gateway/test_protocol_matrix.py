@@ -7,9 +7,9 @@ Golden transcripts: the bytes a client sees, normalised for minted ids and
 timestamps (matrix_inbound.normalise), are compared with
 tests/gateway/golden/<inbound>/<kind>-<case>.txt. Each was read against the
 protocol's public reference (OpenAI's Chat Completions object and chunk,
-Anthropic's Messages and its stream events, OpenAI's Response and its events) before it was checked in; set
-FOREBAY_UPDATE_GOLDEN=1 to rewrite them after a deliberate change, then read
-the diff.
+Anthropic's Messages and its stream events, OpenAI's Response and its events)
+before it was checked in; set FOREBAY_UPDATE_GOLDEN=1 to rewrite them after a
+deliberate change, then read the diff.
 
 The columns are `INBOUND` (matrix_inbound.py: Chat and Messages;
 matrix_responses.py: Responses, some cases with `store: false` so a native
