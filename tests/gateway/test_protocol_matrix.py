@@ -7,20 +7,17 @@ Golden transcripts: the bytes a client sees, normalised for minted ids and
 timestamps (matrix_inbound.normalise), are compared with
 tests/gateway/golden/<inbound>/<kind>-<case>.txt. Each was read against the
 protocol's public reference (OpenAI's Chat Completions object and chunk,
-Anthropic's Messages and its stream events) before it was checked in; set
-FOREBAY_UPDATE_GOLDEN=1 to rewrite them after a deliberate change, then read
-the diff.
+Anthropic's Messages and its stream events, OpenAI's Response and its events)
+before it was checked in; set FOREBAY_UPDATE_GOLDEN=1 to rewrite them after a
+deliberate change, then read the diff.
 
-The columns are `INBOUND` (matrix_inbound.py); the rows are `KINDS`
-(matrix_upstreams.py, with the hand computations of usage and cost). A
-Responses column is one more `Inbound` there: path /v1/responses, `ask` a body
-with `instructions` and `input`, `ask_tool` with Responses function tools
-({"type": "function", "name", "parameters"}), readers of the reply's `output`
-items (message / function_call) and of the named stream events
-(response.output_text.delta, response.function_call_arguments.delta, `error` or
-response.failed last), and an SDK round trip through `client.responses`
-(function_call_output as the follow-up input). Its goldens are then written
-with FOREBAY_UPDATE_GOLDEN=1 and read.
+The columns are `INBOUND` (matrix_inbound.py: Chat and Messages;
+matrix_responses.py: Responses, some cases with `store: false` so a native
+Responses upstream is relayed untouched, the rest stored and translated); the
+rows are `KINDS` (matrix_upstreams.py, with the hand computations of usage and
+cost). The Responses goldens were read against OpenAI's Responses reference
+(the openai SDK's types.responses): each event's fields, sequence_number up by
+one, output_index / item_id of announced items, the final Response whole.
 """
 
 from __future__ import annotations

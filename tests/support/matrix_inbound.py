@@ -4,8 +4,7 @@ matrix needs of it: the request bodies of each case, how to read an answer,
 a tool call, a streamed text and a stream's error event out of the bytes,
 and how the protocol's real SDK drives a tool round trip.
 
-Adding the Responses column is one more `Inbound` in `INBOUND` (see the
-module docstring of the test for what its fields hold)."""
+The Responses column is in matrix_responses.py."""
 
 from __future__ import annotations
 
@@ -344,4 +343,7 @@ MESSAGES = Inbound(
     sdk_stream_error=_messages_sdk_error,
 )
 
-INBOUND = (CHAT, MESSAGES)
+# The Responses column lives beside this module and imports its helpers from it.
+from tests.support.matrix_responses import RESPONSES  # noqa: E402
+
+INBOUND = (CHAT, MESSAGES, RESPONSES)

@@ -103,13 +103,13 @@ def answer(body: dict[str, Any], *, responses: bool, azure: bool = False) -> Res
     call = _tool_call(body)
     if body.get("stream"):
         events = (
-            _responses_events(model, words, prompt, call)
+            _responses_events(model, words, prompt, call, _echo(body))
             if responses
             else _chat_chunks(body, words, prompt, azure, call)
         )
         return StreamingResponse(_relay(events, model), media_type="text/event-stream")
     obj = (
-        _response(model, words, prompt, call=call)
+        _response(model, words, prompt, call=call, echo=_echo(body))
         if responses
         else _chat(model, words, prompt, azure, call)
     )
@@ -218,12 +218,41 @@ def _chat_chunks(
     yield b"data: [DONE]\n\n"
 
 
+# The request fields a Response repeats, with the values OpenAI's reference
+# gives them when the request left them out.
+_ECHOED: dict[str, Any] = {
+    "background": False,
+    "instructions": None,
+    "max_output_tokens": None,
+    "max_tool_calls": None,
+    "metadata": {},
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "reasoning": {"effort": None, "summary": None},
+    "service_tier": "default",
+    "store": True,
+    "temperature": 1.0,
+    "text": {"format": {"type": "text"}},
+    "tool_choice": "auto",
+    "tools": [],
+    "top_logprobs": 0,
+    "top_p": 1.0,
+    "truncation": "disabled",
+    "user": None,
+}
+
+
+def _echo(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: body[k] if body.get(k) is not None else v for k, v in _ECHOED.items()}
+
+
 def _response(
     model: str,
     words: list[str],
     prompt: int,
     status: str = "completed",
     call: dict[str, str] | None = None,
+    echo: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     done = status == "completed"
     out = len(words) if call is None else 5
@@ -233,17 +262,20 @@ def _response(
         "object": "response",
         "created_at": int(time.time()),
         "status": status,
+        "error": None,
+        "incomplete_details": None,
         "model": model,
         "output": [_output_item(words, call, "completed")] if done else [],
         "usage": {
             "input_tokens": tokens,
-            "input_tokens_details": {"cached_tokens": cached},
+            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
             "output_tokens": generated,
             "output_tokens_details": {"reasoning_tokens": reasoning},
             "total_tokens": tokens + generated,
         }
         if done
         else None,
+        **(echo or _ECHOED),
     }
 
 
@@ -268,11 +300,15 @@ def _output_item(words: list[str], call: dict[str, str] | None, status: str) -> 
 
 
 def _responses_events(
-    model: str, words: list[str], prompt: int, call: dict[str, str] | None
+    model: str,
+    words: list[str],
+    prompt: int,
+    call: dict[str, str] | None,
+    echo: dict[str, Any],
 ) -> Iterator[bytes]:
     seq = iter(range(10_000))
-    pending = _response(model, words, prompt, status="in_progress")
-    final = _response(model, words, prompt, call=call)
+    pending = _response(model, words, prompt, status="in_progress", echo=echo)
+    final = _response(model, words, prompt, call=call, echo=echo)
     events: list[tuple[str, dict[str, Any]]] = [
         ("response.created", {"response": pending}),
         ("response.in_progress", {"response": pending}),
@@ -305,11 +341,11 @@ def _responses_events(
                 )
                 break
             delta = word if i == 0 else " " + word
-            events.append(("response.output_text.delta", {**at, "delta": delta}))
+            events.append(("response.output_text.delta", {**at, "delta": delta, "logprobs": []}))
         else:
             text = " ".join(words)
             events += [
-                ("response.output_text.done", {**at, "text": text}),
+                ("response.output_text.done", {**at, "text": text, "logprobs": []}),
                 ("response.content_part.done", {**at, "part": {**part, "text": text}}),
             ]
     if model != "mid-error":
