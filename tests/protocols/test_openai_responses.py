@@ -650,3 +650,45 @@ def test_a_stream_error_keeps_the_wires_error_code_as_its_type(raw: bytes, kind:
     decoder = CODEC.stream_decoder()
     (error,) = [e for e in decoder.feed(raw) + decoder.close() if isinstance(e, StreamError)]
     assert error.type == kind
+
+
+def test_a_namespace_of_functions_is_offered_to_any_upstream_and_kept_whole_for_a_native_one() -> (
+    None
+):
+    """Codex groups its sub-agent tools in a `namespace` tool: its functions are
+    ordinary tools for a Chat or Messages upstream, and a Responses upstream
+    gets the namespace back as sent (not its functions twice)."""
+    spawn = {"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}
+    group = {"type": "namespace", "name": "agents", "description": "sub-agents", "tools": [spawn]}
+    shell = {"type": "function", "name": "exec_command", "parameters": {"type": "object"}}
+    req = CODEC.decode_request({"model": "m", "input": "hi", "tools": [shell, group]})
+    check_translatable(req)  # no 400: nothing in it needs a native upstream
+    assert [t.name for t in req.tools] == ["exec_command", "spawn_agent"]
+    native = encode_request(req, "gpt-5")
+    assert [t["name"] for t in native["tools"]] == ["exec_command", "agents"]
+    assert native["tools"][1] == group
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        [{"type": "web_search"}],  # a hosted tool inside: only OpenAI can run it
+        [{"type": "function", "name": "exec_command"}],  # clashes with a top-level function
+    ],
+)
+def test_a_namespace_that_cannot_be_flattened_needs_a_native_upstream(inner: list[Any]) -> None:
+    shell = {"type": "function", "name": "exec_command"}
+    group = {"type": "namespace", "name": "agents", "tools": inner}
+    req = CODEC.decode_request({"model": "m", "input": "hi", "tools": [shell, group]})
+    assert [t.name for t in req.tools] == ["exec_command"]
+    assert encode_request(req, "gpt-5")["tools"][1] == group
+    with pytest.raises(ForebayError) as err:
+        check_translatable(req)
+    assert err.value.status == 400 and "tools[1] (namespace" in err.value.message
+
+
+def test_a_malformed_function_inside_a_namespace_is_a_clear_400() -> None:
+    group = {"type": "namespace", "name": "agents", "tools": [{"type": "function", "name": "a b"}]}
+    with pytest.raises(ForebayError) as err:
+        CODEC.decode_request({"model": "m", "input": "hi", "tools": [group]})
+    assert err.value.status == 400 and err.value.param == "tools[0].tools[0].name"

@@ -82,3 +82,12 @@ def claude_binary() -> Path:
     if not _native(path):
         pytest.fail(f"{path} is not Claude Code's native binary (its postinstall did not run)")
     return path
+
+
+def codex_entry() -> list[str]:
+    """The argv that starts Codex the way npm's `codex` bin does: node running
+    @openai/codex's launcher, which execs the platform package's native binary."""
+    launcher = node_modules() / "@openai" / "codex" / "bin" / "codex.js"
+    if not launcher.exists():
+        pytest.fail(f"{launcher} is missing: @openai/codex did not install")
+    return [node(), str(launcher)]

@@ -92,15 +92,24 @@ def _tool_call(body: dict[str, Any]) -> dict[str, str] | None:
     return {"name": name, "arguments": orjson.dumps({"city": last_user_text(body)}).decode()}
 
 
-def answer(body: dict[str, Any], *, responses: bool, azure: bool = False) -> Response:
+def answer(
+    body: dict[str, Any],
+    *,
+    responses: bool,
+    azure: bool = False,
+    scripted: tuple[str, dict[str, str] | None] | None = None,
+) -> Response:
+    """`scripted`: the (text, call) a script chose (scripted.responses_turn)."""
     model = str(body.get("model"))
     text = last_user_text(body)
     result = _tool_output(body) if model == "tools" else None
     if result is not None:
         text = f"the tool said {result}"
-    words = text.split() or ["ok"]
     prompt = len(text.split()) + 3
     call = _tool_call(body)
+    if scripted is not None:
+        text, call = scripted
+    words = text.split() or ["ok"]
     if body.get("stream"):
         events = (
             _responses_events(model, words, prompt, call, _echo(body))
@@ -284,7 +293,7 @@ def _output_item(words: list[str], call: dict[str, str] | None, status: str) -> 
         return {
             "type": "function_call",
             "id": "fc_test",
-            "call_id": CALL_ID,
+            "call_id": call.get("call_id", CALL_ID),
             "name": call["name"],
             "arguments": call["arguments"] if status == "completed" else "",
             "status": status,

@@ -14,6 +14,8 @@ Behaviour by model name (any other echoes the last user message):
   garbled       200 whose body is an HTML page (streams: events that are not JSON)
   drop          the connection drops half-way (streams: after two events)
   slow-<ms>     answers after <ms> milliseconds
+  scripted      follows the server's `script` (tests/support/scripted.py) on
+                /v1/responses: calls its tool, then quotes the tool's output
 Every request is remembered in `seen`.
 """
 
@@ -30,6 +32,7 @@ from starlette.routing import Route
 
 from tests.support.anthropic_server import Seen
 from tests.support.openai_answers import answer, delay
+from tests.support.scripted import ToolScript, responses_turn
 
 API_KEY = "sk-proj-test-0123456789abcdefghijklmnop"
 MODELS = ("gpt-4o-mini", "gpt-4.1")
@@ -40,6 +43,7 @@ class OpenAIServer:
     api_key: str = API_KEY
     models: tuple[str, ...] = MODELS
     seen: list[Seen] = field(default_factory=list)
+    script: ToolScript | None = None  # what the `scripted` model does
 
     def app(self) -> Starlette:
         return Starlette(
@@ -92,6 +96,8 @@ class OpenAIServer:
         if failed is not None:
             return failed
         await delay(model)
+        if model == "scripted" and responses and self.script is not None:
+            return answer(body, responses=True, scripted=responses_turn(self.script, body))
         return answer(body, responses=responses)
 
 

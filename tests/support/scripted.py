@@ -10,7 +10,8 @@ the tool (an agent's side request, or a client that dropped the tool) gets the
 text `NO_TOOL` and the tool's name, which a test's assertions then catch.
 
 The functions here are pure, over wire dicts: `anthropic_turn` for a Messages
-body, `chat_turn` for a Chat Completions body; the servers frame the answer
+body, `chat_turn` for a Chat Completions body, `responses_turn` for a Responses
+body (function tools, top level or inside a `namespace`); the servers frame the answer
 (whole or streamed) and count its usage as they do any other.
 """
 
@@ -74,6 +75,24 @@ def chat_turn(script: ToolScript, body: dict[str, Any]) -> tuple[dict[str, Any],
     function = {"name": script.tool, "arguments": args}
     call = {"id": call_id, "type": "function", "function": function}
     return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+
+
+def responses_turn(script: ToolScript, body: dict[str, Any]) -> tuple[str, dict[str, str] | None]:
+    """The scripted Responses answer: (text, None), or ("", the function_call
+    item's {"call_id", "name", "arguments"})."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    nested = [n for t in tools if t.get("type") == "namespace" for n in t.get("tools") or []]
+    offered = {t.get("name") for t in [*tools, *nested] if t.get("type") == "function"}
+    call_id = script.call_id("call_")
+    items = body.get("input")
+    for item in items if isinstance(items, list) else []:
+        output = isinstance(item, dict) and item.get("type") == "function_call_output"
+        if output and item.get("call_id") == call_id:
+            return script.answer(_text_of(item.get("output"))), None
+    if script.tool not in offered:
+        return script.missing(), None
+    args = orjson.dumps(script.arguments).decode()
+    return "", {"call_id": call_id, "name": script.tool, "arguments": args}
 
 
 def _anthropic_result(body: dict[str, Any], call_id: str) -> str | None:

@@ -7,7 +7,8 @@ natively (OpenAI, Azure), a canonical request encodes to a Responses body and
 their replies decode back.
 
 What has no canonical field rides in `extras["openai_responses"]`: hosted
-tools (web_search, file_search, ...) and a tool_choice naming them, `include`,
+tools (web_search, file_search, ...) and a tool_choice naming them, `namespace`
+tools as sent (their functions are canonical tools too), `include`,
 `truncation`, `service_tier` and every other field this module does not
 interpret, so an upstream of this protocol gets them back. A request that
 needs one of those to mean what it says lists it under `native_only`;
@@ -162,10 +163,12 @@ def encode_request(req: GenRequest, model: str) -> dict[str, Any]:
         body["instructions"] = "\n\n".join(p.text for p in req.system)
     # Non-strict unless asked: Responses would default to strict, which refuses
     # the open schemas other protocols' tools usually have.
+    namespaced = set(kept.get("namespaced", ()))  # sent back inside their namespace
     tools: list[dict[str, Any]] = [
         {"type": "function", "name": t.name, "parameters": t.parameters, "strict": bool(t.strict)}
         | ({"description": t.description} if t.description is not None else {})
         for t in req.tools
+        if t.name not in namespaced
     ]
     tools += kept.get("tools", [])
     if tools:

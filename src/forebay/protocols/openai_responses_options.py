@@ -51,39 +51,72 @@ def schema_of(value: Any, where: str) -> dict[str, Any] | None:
 
 
 def decode_tools(body: dict[str, Any], native: list[str], kept: dict[str, Any]) -> list[Tool]:
+    """Function tools, including those grouped in a `namespace` tool (Codex
+    sends its sub-agent tools so), which any upstream can be offered as plain
+    functions; a namespaced name that clashes with another tool stays native."""
     raw = body.get("tools")
     if raw is None:
         return []
     if not isinstance(raw, list):
         raise bad_request("tools must be a list.", param="tools")
-    tools, hosted = [], []
+    tools: list[Tool] = []
+    hosted: list[dict[str, Any]] = []
+    grouped: list[tuple[str, list[Tool]]] = []
     for i, t in enumerate(raw):
         where = f"tools[{i}]"
         if not isinstance(t, dict) or not isinstance(t.get("type"), str):
             raise bad_request(f"{where} must be an object with a type.", param=where)
-        if t["type"] != "function":
-            hosted.append(t)
-            native.append(f"{where} ({t['type'][:40]} tool)")
+        if t["type"] == "function":
+            tools.append(_function(t, where))
             continue
-        name, description, strict = t.get("name"), t.get("description"), t.get("strict")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise bad_request(
-                f"{where}.name must be 1-64 letters, digits, _ or -.", param=f"{where}.name"
-            )
-        if description is not None and not isinstance(description, str):
-            raise bad_request(
-                f"{where}.description must be a string.", param=f"{where}.description"
-            )
-        if strict is not None and not isinstance(strict, bool):
-            raise bad_request(f"{where}.strict must be true or false.", param=f"{where}.strict")
-        params = schema_of(t.get("parameters"), f"{where}.parameters") or {
-            "type": "object",
-            "properties": {},
-        }
-        tools.append(Tool(name, description, params, strict))
+        hosted.append(t)
+        inner = _namespace(t, where) if t["type"] == "namespace" else None
+        if inner is None:
+            native.append(f"{where} ({t['type'][:40]} tool)")
+        else:
+            grouped.append((where, inner))
+    namespaced: list[str] = []
+    for where, inner in grouped:
+        taken = {t.name for t in tools}
+        if any(f.name in taken for f in inner) or len({f.name for f in inner}) < len(inner):
+            native.append(f"{where} (namespace tool whose names clash)")
+            continue
+        tools.extend(inner)
+        namespaced.extend(f.name for f in inner)
     if hosted:
         kept["tools"] = hosted
+    # A native upstream gets the namespaces back as sent: encode_request adds
+    # only the functions that are not inside one.
+    if namespaced:
+        kept["namespaced"] = namespaced
     return tools
+
+
+def _namespace(t: dict[str, Any], where: str) -> list[Tool] | None:
+    """The function tools of a namespace tool, or None if it holds anything else."""
+    inner = t.get("tools")
+    if not isinstance(inner, list) or not all(
+        isinstance(f, dict) and f.get("type") == "function" for f in inner
+    ):
+        return None
+    return [_function(f, f"{where}.tools[{j}]") for j, f in enumerate(inner)]
+
+
+def _function(t: dict[str, Any], where: str) -> Tool:
+    name, description, strict = t.get("name"), t.get("description"), t.get("strict")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise bad_request(
+            f"{where}.name must be 1-64 letters, digits, _ or -.", param=f"{where}.name"
+        )
+    if description is not None and not isinstance(description, str):
+        raise bad_request(f"{where}.description must be a string.", param=f"{where}.description")
+    if strict is not None and not isinstance(strict, bool):
+        raise bad_request(f"{where}.strict must be true or false.", param=f"{where}.strict")
+    params = schema_of(t.get("parameters"), f"{where}.parameters") or {
+        "type": "object",
+        "properties": {},
+    }
+    return Tool(name, description, params, strict)
 
 
 def decode_tool_choice(
