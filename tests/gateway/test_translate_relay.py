@@ -11,6 +11,7 @@ from forebay.protocols.canonical import Usage
 from forebay.upstreams.base import Endpoint, WireProtocol
 from tests.protocols.test_anthropic_messages import STREAM as MESSAGES_STREAM
 from tests.protocols.test_openai_chat import STREAM as CHAT_STREAM
+from tests.protocols.test_openai_responses import RECORDED_BYTES as RESPONSES_STREAM
 
 NO_SECRETS = Redactor(())
 
@@ -81,3 +82,25 @@ def test_a_messages_prompt_counts_its_system_prompt_and_tools() -> None:
     blocks = [{"type": "text", "text": system_text, "cache_control": {"type": "ephemeral"}}]
     assert prompt_shape({**base, "system": blocks}).text_bytes == bare + 400
     assert prompt_shape({**base, "tools": [tool]}).text_bytes > bare + len("lookup")
+
+
+def test_responses_pass_through_relays_untouched_reads_only_the_ends() -> None:
+    """The relay reads the created and completed events (usage, the end) and only
+    counts the deltas; the client gets the upstream's bytes as they came."""
+    relay = PassThroughRelay(WireProtocol.OPENAI_RESPONSES, redactor=NO_SECRETS)
+    assert _feed(relay, RESPONSES_STREAM, 13) == RESPONSES_STREAM
+    assert relay.saw_done and not relay.torn and relay.upstream_error is None
+    assert relay.usage == Usage(75, 40, cache_read_tokens=64, reasoning_tokens=20)
+    assert relay.content_events == 5  # two summary, one text, two argument deltas
+
+
+def test_responses_pass_through_reads_an_error_event() -> None:
+    relay = PassThroughRelay(WireProtocol.OPENAI_RESPONSES, redactor=NO_SECRETS)
+    cut = RESPONSES_STREAM[: RESPONSES_STREAM.index(b"event: response.completed")]
+    error = (
+        b'event: error\ndata: {"type":"error","code":"server_error","message":"boom",'
+        b'"sequence_number":99}\n\n'
+    )
+    _feed(relay, cut + error, 64)
+    assert relay.upstream_error is not None and "boom" in relay.upstream_error["message"]
+    assert relay.usage is None

@@ -198,12 +198,29 @@ class TranslatingRelay:
         return self._redact(b"".join(out))
 
 
+# Pass-through events that only carry content (Anthropic's deltas and pings;
+# every Responses event named `*.delta` is matched by its suffix).
+_SKIPPED = frozenset({b"content_block_delta", b"ping"})
+# Of a Responses stream only its end carries what is metered (the usage, the
+# status, an error; `created` opens it): item and part events are relayed unread.
+_RESPONSES_METERED = frozenset(
+    {
+        b"response.created",
+        b"response.completed",
+        b"response.incomplete",
+        b"response.failed",
+        b"error",
+    }
+)
+
+
 class PassThroughRelay:
     def __init__(self, protocol: WireProtocol, *, redactor: Redactor) -> None:
         codec = codec_for(protocol)
         self._decoder = codec.stream_decoder()
         self._encoder = codec.stream_encoder(include_usage=False)
         self._redact = redactor.redact
+        self._ends_only = protocol is WireProtocol.OPENAI_RESPONSES
         self._buf = b""
         self.usage: Usage | None = None
         self.content_events = 0
@@ -221,8 +238,30 @@ class PassThroughRelay:
             return b""
         self._buf = data[end + 2 :]
         complete = data[: end + 2]
-        self._meter(self._decoder.feed(complete))
+        wanted = self._skim(complete)
+        if wanted:
+            self._meter(self._decoder.feed(wanted))
         return self._redact(complete)
+
+    def _skim(self, complete: bytes) -> bytes:
+        """The events the decoder must read (starts, ends, usage, errors); content
+        deltas, most of a stream, are only counted: they carry nothing to meter,
+        and the client gets their bytes untouched either way."""
+        kept: list[bytes] = []
+        for block in complete.split(b"\n\n"):
+            if not block:
+                continue
+            if block.startswith(b"event:"):
+                line = block.find(b"\n")
+                name = block[6:line].strip() if line > 0 else b""
+                if name in _SKIPPED or name.endswith(b".delta"):
+                    if name != b"ping":
+                        self.content_events += 1
+                    continue
+                if self._ends_only and name not in _RESPONSES_METERED:
+                    continue
+            kept.append(block)
+        return b"\n\n".join(kept) + b"\n\n" if kept else b""
 
     def tail(self) -> bytes:
         rest, self._buf = self._buf.strip(), b""
