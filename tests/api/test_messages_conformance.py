@@ -164,7 +164,7 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"max_tokens": "lots"}, "max_tokens"),
     ({"max_tokens": 1.5}, "max_tokens"),
     ({"messages": "hello"}, "messages"),
-    ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),  # system is allowed
     ({"system": [{"type": "image"}]}, "system"),
     ({"system": 5}, "system"),
     ({"stop_sequences": "END"}, "stop_sequences"),
