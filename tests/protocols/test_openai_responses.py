@@ -26,6 +26,7 @@ from starlette.responses import Response as HttpResponse
 from starlette.routing import Route
 
 from forebay.errors import ForebayError, UpstreamFailure
+from forebay.gateway.translate import check_translatable
 from forebay.protocols.canonical import (
     FilePart,
     GenReply,
@@ -54,13 +55,13 @@ from forebay.protocols.canonical import (
 )
 from forebay.protocols.openai_responses import (
     CODEC,
-    check_translatable,
     encode_request,
     request_from,
 )
 from forebay.protocols.openai_responses_items import decode_input
 from forebay.protocols.openai_responses_reply import ResponseContext, echo_of
 from forebay.protocols.openai_responses_state import history, listed, record_of
+from forebay.upstreams.base import WireProtocol
 from tests.support.servers import ServerThread
 
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
@@ -161,7 +162,9 @@ def test_request_is_spec_valid_and_decodes_to_its_canonical_form() -> None:
     assert req.extras == {
         "openai_responses": {"fields": {"safety_identifier": "user-7", "truncation": "auto"}}
     }
-    check_translatable(req)  # function tools only: any upstream can serve it
+    check_translatable(
+        req, WireProtocol.OPENAI_RESPONSES
+    )  # function tools only: any upstream can serve it
 
 
 def test_a_string_input_is_one_user_message() -> None:
@@ -593,7 +596,7 @@ def test_a_hosted_tool_is_kept_for_a_native_upstream_and_refused_for_others() ->
     assert native["tools"] == body["tools"] and native["tool_choice"] == {"type": "web_search"}
     assert native["include"] == body["include"]
     with pytest.raises(ForebayError) as err:
-        check_translatable(req)
+        check_translatable(req, WireProtocol.OPENAI_RESPONSES)
     assert err.value.status == 400
     assert "tools[0] (web_search tool)" in err.value.message and "natively" in err.value.message
 
@@ -662,7 +665,9 @@ def test_a_namespace_of_functions_is_offered_to_any_upstream_and_kept_whole_for_
     group = {"type": "namespace", "name": "agents", "description": "sub-agents", "tools": [spawn]}
     shell = {"type": "function", "name": "exec_command", "parameters": {"type": "object"}}
     req = CODEC.decode_request({"model": "m", "input": "hi", "tools": [shell, group]})
-    check_translatable(req)  # no 400: nothing in it needs a native upstream
+    check_translatable(
+        req, WireProtocol.OPENAI_RESPONSES
+    )  # no 400: nothing in it needs a native upstream
     assert [t.name for t in req.tools] == ["exec_command", "spawn_agent"]
     native = encode_request(req, "gpt-5")
     assert [t["name"] for t in native["tools"]] == ["exec_command", "agents"]
@@ -683,7 +688,7 @@ def test_a_namespace_that_cannot_be_flattened_needs_a_native_upstream(inner: lis
     assert [t.name for t in req.tools] == ["exec_command"]
     assert encode_request(req, "gpt-5")["tools"][1] == group
     with pytest.raises(ForebayError) as err:
-        check_translatable(req)
+        check_translatable(req, WireProtocol.OPENAI_RESPONSES)
     assert err.value.status == 400 and "tools[1] (namespace" in err.value.message
 
 

@@ -14,7 +14,8 @@ call. Around the dispatch:
 2. Dispatch `creation.request`. To an upstream that speaks Responses:
    `CODEC.encode_request(req, upstream_model)` (it sends store: false and no
    previous_response_id: the state is Forebay's); to any other:
-   `check_translatable(req)` first (hosted tools and the like are a 400), then
+   gateway/translate.py's `check_translatable` first (what the codec marked
+   native_only, such as hosted tools, is a 400), then
    that protocol's encoder. Relaying the client's bytes untouched is right only
    when the body has neither store (default true) nor previous_response_id,
    since the ids the client gets must be Forebay's.

@@ -12,8 +12,8 @@ tools as sent (their functions are canonical tools too), `include`,
 `truncation`, `service_tier` and every other field this module does not
 interpret, so an upstream of this protocol gets them back. A request that
 needs one of those to mean what it says lists it under `native_only`;
-`check_translatable` refuses it (400) before it is translated for an upstream
-of another protocol, rather than silently dropping a tool the client relies on.
+gateway/translate.py's `check_translatable` refuses it (400) before it is translated
+for an upstream of another protocol, rather than silently dropping a tool the client relies on.
 
 Forebay keeps conversation state itself: `store` and `previous_response_id`
 are the POST handler's business (api/responses.py), never an upstream's, so
@@ -130,17 +130,6 @@ def add_history(
     system, req.messages = to_messages([*history, *items])
     instructions = body.get("instructions")
     req.system = [*([TextPart(instructions)] if instructions else []), *system]
-
-
-def check_translatable(req: GenRequest) -> None:
-    """Before a Responses request is translated for an upstream of another protocol."""
-    native = req.extras.get(NAME, {}).get("native_only")
-    if native:
-        raise bad_request(
-            f"{', '.join(native)}: only an upstream that speaks the Responses API natively "
-            f"(OpenAI, Azure OpenAI) can serve this, and model '{req.model[:200]}' has none; "
-            "use function tools instead, or route this model to such an upstream."
-        )
 
 
 def encode_request(req: GenRequest, model: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from forebay.protocols.canonical import (
     ToolCallPart,
     ToolResultPart,
 )
+from forebay.protocols.values import split_data_url
 
 ItemRole = Literal["user", "assistant", "tool", "system", "developer"]
 ROLES = ("user", "assistant", "system", "developer")
@@ -114,16 +115,6 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _data_url(url: str) -> tuple[str, str] | None:
-    """(media type, base64 data) of a `data:<type>;base64,<data>` URL."""
-    if not url.startswith("data:"):
-        return None
-    head, sep, data = url[5:].partition(",")
-    if not sep or not head.endswith(";base64"):
-        return None
-    return head[: -len(";base64")], data
-
-
 def decode_content(part: Any, where: str) -> Part:
     p = _object(part, where)
     kind = p.get("type")
@@ -137,9 +128,9 @@ def decode_content(part: Any, where: str) -> Part:
         detail = _text(p, "detail", where, required=False)
         if url is None and file_id is None:
             raise bad_request(f"{where} needs image_url or file_id.", param=where)
-        inline = _data_url(url) if url else None
-        if inline:
-            return ImagePart(data=inline[1], media_type=inline[0], detail=detail)
+        media, data = split_data_url(url or "")
+        if data is not None:
+            return ImagePart(data=data, media_type=media, detail=detail)
         return ImagePart(url=url, detail=detail, file_id=file_id)
     if kind == "input_file":
         data = _text(p, "file_data", where, required=False)
@@ -149,8 +140,8 @@ def decode_content(part: Any, where: str) -> Part:
             filename=_text(p, "filename", where, required=False),
         )
         if data is not None:
-            inline = _data_url(data)
-            file.media_type, file.data = inline if inline else (None, data)
+            media, inline = split_data_url(data)
+            file.media_type, file.data = (media, inline) if inline is not None else (None, data)
         if file.data is None and file.file_id is None and file.url is None:
             raise bad_request(f"{where} needs file_id, file_data or file_url.", param=where)
         return file
