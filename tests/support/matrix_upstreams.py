@@ -138,60 +138,39 @@ def _bedrock(url: str, model: str) -> str:
 OPENAI_FAILURE = "The server had an error while processing your request."
 CITY = {"city": TOOL_QUESTION}
 SAID = f"the tool said {TOOL_RESULT}"
+# The four upstreams of OpenAI's wire answer the same models the same way.
+_OPENAI_FAMILY: dict[str, Any] = dict(
+    text="details-20-5",
+    tools="tools",
+    broken="mid-error",
+    usage=lambda _, __: OPENAI_WIRE,
+    tool_args=CITY,
+    tool_answer=SAID,
+)
 KINDS = (
     Kind(
         name="openai_compat",
         server="compat",
         deployment=lambda url, model: f"base_url: '{url}/v1', model: {model}",
-        text="details-20-5",
-        tools="tools",
-        broken="mid-error",
-        usage=lambda _, __: OPENAI_WIRE,
-        tool_args=CITY,
-        tool_answer=SAID,
         tool_usage=COMPAT_TOOL,
         broken_message="the engine died mid-generation",
+        **_OPENAI_FAMILY,
     ),
-    Kind(
-        name="openai_chat",
-        server="openai",
-        deployment=_openai,
-        text="details-20-5",
-        tools="tools",
-        broken="mid-error",
-        usage=lambda _, __: OPENAI_WIRE,
-        tool_args=CITY,
-        tool_answer=SAID,
-        tool_usage=OPENAI_TOOL,
-        broken_message=OPENAI_FAILURE,
-        wire=WireProtocol.OPENAI_CHAT,
-    ),
-    Kind(
-        name="openai_responses",
-        server="openai",
-        deployment=_openai,
-        text="details-20-5",
-        tools="tools",
-        broken="mid-error",
-        usage=lambda _, __: OPENAI_WIRE,
-        tool_args=CITY,
-        tool_answer=SAID,
-        tool_usage=OPENAI_TOOL,
-        broken_message=OPENAI_FAILURE,
-        wire=WireProtocol.OPENAI_RESPONSES,
-    ),
-    Kind(
-        name="azure_openai",
-        server="azure",
-        deployment=_azure,
-        text="details-20-5",
-        tools="tools",
-        broken="mid-error",
-        usage=lambda _, __: OPENAI_WIRE,
-        tool_args=CITY,
-        tool_answer=SAID,
-        tool_usage=OPENAI_TOOL,
-        broken_message=OPENAI_FAILURE,
+    *(
+        Kind(
+            name=name,
+            server=server,
+            deployment=deployment,
+            tool_usage=OPENAI_TOOL,
+            broken_message=OPENAI_FAILURE,
+            wire=wire,
+            **_OPENAI_FAMILY,
+        )
+        for name, server, deployment, wire in (
+            ("openai_chat", "openai", _openai, WireProtocol.OPENAI_CHAT),
+            ("openai_responses", "openai", _openai, WireProtocol.OPENAI_RESPONSES),
+            ("azure_openai", "azure", _azure, None),
+        )
     ),
     Kind(
         name="anthropic",
