@@ -28,7 +28,10 @@ call. Around the dispatch:
 parser): gateway/responses.py binds the Responses codec to the creation so the
 dispatcher's translated replies and streams carry its context and are stored,
 and marks a stateful request (store or previous_response_id) as not to be
-relayed verbatim, even to a native upstream (why: its docstring).
+relayed verbatim, even to a native upstream (why: its docstring). With
+`background: true` (which needs store) the pipeline detaches after limits and
+the ledger's begin, and api/responses_background.py runs the rest, answers
+polls, cancels and stream resumes (GET ?stream=true&starting_after=N).
 """
 
 from __future__ import annotations
