@@ -29,6 +29,7 @@ from forebay.api.errors import anthropic_error_response, error_response
 from forebay.api.openai import openai_routes
 from forebay.api.ops import operator_check, ops_routes, with_metrics_listener
 from forebay.api.responses import create_route, responses_routes
+from forebay.api.responses_background import BackgroundRuns
 from forebay.config.settings import Settings
 from forebay.db import changes
 from forebay.db.engine import database_url, make_engine
@@ -44,6 +45,8 @@ from forebay.gateway.recorder import Recorder, new_request_id
 from forebay.gateway.redact import Redactor
 from forebay.gateway.traffic import Traffic, build_traffic
 from forebay.ledger.replay import INTERRUPTED_STATUS, replay_spools
+from forebay.ledger.responses_journal import Journal
+from forebay.ledger.responses_journal import recover as recover_background
 from forebay.ledger.responses_store import ResponsesStore
 from forebay.ledger.spool import Spool
 from forebay.ledger.writer import LedgerWriter
@@ -82,6 +85,7 @@ class Services:
     policies: PolicyStore
     traffic: Traffic
     responses: ResponsesStore
+    background: BackgroundRuns | None = None  # Responses background: true (set by build_services)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _seen_change: int = -1
@@ -109,6 +113,15 @@ class Services:
             self.metrics.worker_restarts.labels(name).set_function(_restarts_of(worker))
         self.ledger.start()
         self.responses.start()
+        if self.background is not None and self.background.journal is not None:
+            journal = self.background.journal
+            # Before this process's own journal exists: the dead ones' only.
+            found = await asyncio.to_thread(
+                recover_background, journal.directory, self.responses.table.interrupt
+            )
+            if found:
+                log.warning("%d background responses were interrupted by a stop", found)
+            journal.open()
         await self.refresh_keys()
         await self.upstreams.start()
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="key-refresh"))
@@ -135,6 +148,8 @@ class Services:
             )
 
     async def stop(self) -> None:
+        if self.background is not None:  # first: their slots, reservations and rows
+            await self.background.stop(self.settings.responses.background_grace_s)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -330,6 +345,7 @@ def build_services(settings: Settings, *, env_admin_key: str | None = None) -> S
             d for m in settings.models.values() for d in m.deployments
         ),
     )
+    responses = _responses_store(settings, engine)
     return Services(
         settings,
         engine,
@@ -343,7 +359,8 @@ def build_services(settings: Settings, *, env_admin_key: str | None = None) -> S
         limiter,
         PolicyStore(engine),
         traffic,
-        _responses_store(settings, engine),
+        responses,
+        BackgroundRuns(responses, Journal(settings.data_dir / "background")),
     )
 
 
@@ -442,8 +459,8 @@ def create_app(services: Services) -> Starlette:
             settings.max_body_bytes,
             services.limiter,
         ),
-        create_route(services.gateway, services.responses),
-        *responses_routes(services.responses, services.keyring),
+        create_route(services.gateway, services.responses, services.background),
+        *responses_routes(services.responses, services.keyring, services.background),
         *admin_routes(
             services.store,
             services.keyring,

@@ -266,3 +266,35 @@ def test_a_negative_output_cap_is_no_cap_to_the_reservation(
     assert _chat(gw, max_completion_tokens=-5, max_tokens=7).status_code == 200
     sent = upstream.fake.seen[-1].body
     assert (sent["max_completion_tokens"], sent["max_tokens"]) == (1024, 1024)
+
+
+def _respond(gw: Gateway, **body: object) -> httpx.Response:
+    headers = {"authorization": f"Bearer {gw.tenant_key}"}
+    return httpx.post(
+        f"{gw.base_url}/responses", json={"model": "echo", **body}, headers=headers, timeout=10
+    )
+
+
+def test_a_continued_conversation_reserves_all_of_it_not_just_its_new_turn(
+    gw: Gateway, admin: httpx.Client
+) -> None:
+    # A long first turn, stored; then limits that the new turn alone fits in easily.
+    long_turn = " ".join(["abcd"] * 400)  # 2,000 bytes: a bound of about 2,000 tokens
+    first = _respond(gw, input=long_turn, max_output_tokens=16)
+    assert first.status_code == 200, first.text
+    _set(admin, "tenant", "default", {"tpm": 1500})
+    assert _respond(gw, input="hi", max_output_tokens=16).status_code == 200
+    # Continued by id, the upstream is sent the whole conversation: it must be reserved.
+    refused = _respond(
+        gw, input="hi", previous_response_id=first.json()["id"], max_output_tokens=16
+    )
+    assert refused.status_code == 429, refused.text
+    err = refused.json()["error"]
+    assert err["type"] == "tokens"
+    requested = int(err["message"].split("requested ")[1].split(".")[0])
+    assert requested > 2000  # the stored turn's 2,000 bytes, its output and the new turn
+    # Within a larger limit it goes through, and says how much it reserved.
+    _set(admin, "tenant", "default", {"tpm": 100_000})
+    ok = _respond(gw, input="hi", previous_response_id=first.json()["id"], max_output_tokens=16)
+    assert ok.status_code == 200, ok.text
+    assert 100_000 - int(ok.headers["x-ratelimit-remaining-tokens"]) > 2000

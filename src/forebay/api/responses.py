@@ -28,24 +28,30 @@ call. Around the dispatch:
 parser): gateway/responses.py binds the Responses codec to the creation so the
 dispatcher's translated replies and streams carry its context and are stored,
 and marks a stateful request (store or previous_response_id) as not to be
-relayed verbatim, even to a native upstream (why: its docstring).
+relayed verbatim, even to a native upstream (why: its docstring). With
+`background: true` (which needs store) the pipeline detaches after limits and
+the ledger's begin, and api/responses_background.py runs the rest, answers
+polls, cancels and stream resumes (GET ?stream=true&starting_after=N).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from forebay.api.errors import error_response
+from forebay.api.responses_background import BackgroundRun, BackgroundRuns
 from forebay.errors import ForebayError, bad_request
 from forebay.gateway.auth import KeyRing, authenticate_tenant
-from forebay.gateway.pipeline import Gateway
+from forebay.gateway.pipeline import Gateway, Run
+from forebay.gateway.recorder import Exchange
 from forebay.gateway.responses import parse_responses, strip_overrides
 from forebay.gateway.validate import ParsedRequest
 from forebay.ledger.responses_store import ResponsesStore
@@ -58,6 +64,19 @@ from forebay.tenancy.keys import Principal
 from forebay.upstreams.base import Endpoint, WireProtocol
 
 MAX_ID = 100  # longer than any id Forebay makes: not found without a lookup
+# GET's `include` values the API documents (IncludeEnum).
+INCLUDABLE = frozenset(
+    {
+        "file_search_call.results",
+        "web_search_call.results",
+        "web_search_call.action.sources",
+        "message.input_image.image_url",
+        "computer_call_output.output.image_url",
+        "code_interpreter_call.outputs",
+        "reasoning.encrypted_content",
+        "message.output_text.logprobs",
+    }
+)
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -73,7 +92,31 @@ def _tenant(principal: Principal) -> str:
     return principal.tenant_id
 
 
-def responses_routes(store: ResponsesStore, keyring: KeyRing) -> list[Route]:
+def _include(request: Request) -> None:
+    """GET's `include` (include=a&include=b, or include[]=...): each a value the
+    API documents; what they add is in the stored Response already, or has no
+    meaning here (hosted tools' results)."""
+    query = request.query_params
+    for value in (*query.getlist("include"), *query.getlist("include[]")):
+        if value not in INCLUDABLE:
+            raise bad_request(f"include has an unknown value '{value[:80]}'.", param="include")
+
+
+def _starting_after(request: Request) -> int:
+    text = request.query_params.get("starting_after")
+    if text is None:
+        return -1
+    if not text.isdigit() or len(text) > 9:
+        raise bad_request(
+            "starting_after must be a non-negative integer (a sequence number).",
+            param="starting_after",
+        )
+    return int(text)
+
+
+def responses_routes(
+    store: ResponsesStore, keyring: KeyRing, runs: BackgroundRuns | None = None
+) -> list[Route]:
     Handler = Callable[[Request, str, str], Awaitable[Response]]
 
     def route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -90,10 +133,21 @@ def responses_routes(store: ResponsesStore, keyring: KeyRing) -> list[Route]:
         return endpoint
 
     async def retrieve(request: Request, tenant: str, response_id: str) -> Response:
+        _include(request)
         if request.query_params.get("stream", "false").lower() not in ("false", "0"):
+            after = _starting_after(request)
+            run = runs.get(tenant, response_id) if runs is not None else None
+            if run is not None and run.streamed:
+                return StreamingResponse(
+                    runs.follow(run, after),  # type: ignore[union-attr]
+                    media_type="text/event-stream",
+                )
+            if await store.get(tenant, response_id) is None:
+                raise _not_found(response_id)
             raise bad_request(
-                "Replaying a stored response as a stream (stream=true) is not supported; "
-                "retrieve it without stream.",
+                "Only a response created with background=true and stream=true can be "
+                "streamed again, from the Forebay process that ran it, while it runs or "
+                "shortly after; retrieve this one without stream.",
                 param="stream",
             )
         record = await store.get(tenant, response_id)
@@ -132,12 +186,19 @@ def responses_routes(store: ResponsesStore, keyring: KeyRing) -> list[Route]:
         )
 
     async def cancel(request: Request, tenant: str, response_id: str) -> Response:
-        if await store.get(tenant, response_id) is None:
+        run = runs.get(tenant, response_id) if runs is not None else None
+        if run is not None:
+            return _json(await runs.cancel(run))  # type: ignore[union-attr]
+        record = await store.get(tenant, response_id)
+        if record is None:
             raise _not_found(response_id)
-        # Forebay runs no background responses, and only those can be cancelled.
-        raise bad_request(
-            "Only responses created with background=true can be cancelled; this one was not."
-        )
+        if record.body.get("background") is not True:
+            raise bad_request(
+                "Only responses created with background=true can be cancelled; this one was not."
+            )
+        # Finished (here or on another replica), or left by a process that died:
+        # cancelling again answers the final Response, as OpenAI does.
+        return _json(record.body)
 
     path = "/v1/responses/{response_id}"
     return [
@@ -162,6 +223,7 @@ class Creation:
     input_items: list[Item]
     tenant_id: str
     store: bool
+    background: bool = False
 
 
 async def begin_create(store: ResponsesStore, principal: Principal, body: Any) -> Creation:
@@ -174,6 +236,16 @@ async def begin_create(store: ResponsesStore, principal: Principal, body: Any) -
     keep = body.get("store")
     if keep is not None and not isinstance(keep, bool):
         raise bad_request("store must be true or false.", param="store")
+    # Background is this module's to run (the codec knows no such thing).
+    background = body.pop("background", None)
+    if background is not None and not isinstance(background, bool):
+        raise bad_request("background must be true or false.", param="background")
+    if background and keep is False:
+        raise bad_request(
+            "Background responses must be stored: send store: true (the default) with "
+            "background: true.",
+            param="background",
+        )
     request = request_from(body, items)  # every check before any database read
     previous = body.get("previous_response_id")
     if previous is not None:
@@ -191,7 +263,8 @@ async def begin_create(store: ResponsesStore, principal: Principal, body: Any) -
             )
         add_history(request, body, items, history(chain))
     context = ResponseContext(model=body["model"], echo=echo_of(body))
-    return Creation(request, context, items, tenant, keep is not False)
+    context.echo["background"] = bool(background)
+    return Creation(request, context, items, tenant, keep is not False, bool(background))
 
 
 def finish_create(store: ResponsesStore, creation: Creation, response: dict[str, Any]) -> bool:
@@ -208,21 +281,44 @@ def finish_create(store: ResponsesStore, creation: Creation, response: dict[str,
     return store.save(record)
 
 
-def create_route(gateway: Gateway, store: ResponsesStore) -> Route:
-    async def parse(principal: Principal, body: dict[str, Any]) -> ParsedRequest:
-        creation = await begin_create(store, principal, strip_overrides(body))
-        stateful = creation.store or body.get("previous_response_id") is not None
-        return parse_responses(
-            body,
-            creation.request,
-            creation.context,
-            lambda response: finish_create(store, creation, response),
-            stateful=stateful,
-        )
+def create_route(
+    gateway: Gateway, store: ResponsesStore, runs: BackgroundRuns | None = None
+) -> Route:
+    """POST /v1/responses; with `runs`, background: true runs there
+    (api/responses_background.py), detached from the pipeline after its limits."""
 
     async def create(request: Request) -> Response:
+        found: list[Creation] = []
+
+        async def parse(principal: Principal, body: dict[str, Any]) -> ParsedRequest:
+            creation = await begin_create(store, principal, strip_overrides(body))
+            if creation.background and runs is None:
+                raise bad_request("background responses are not enabled.", param="background")
+            found.append(creation)
+            stateful = creation.store or body.get("previous_response_id") is not None
+            if creation.background and runs is not None:
+                keep: Callable[[dict[str, Any]], object] = partial(runs.kept, creation.context.id)
+            else:
+                keep = partial(finish_create, store, creation)
+            return parse_responses(
+                body, creation.request, creation.context, keep, stateful=stateful
+            )
+
+        def detach(work: Run, ex: Exchange) -> Response | None:
+            if not found or not found[0].background or runs is None:
+                return None
+            c = found[0]
+            run = BackgroundRun(
+                c.context.id, c.tenant_id, c.context, c.input_items, c.request.stream, ex
+            )
+            return runs.start(run, work)
+
         return await gateway.handle(
-            request, Endpoint.RESPONSES, WireProtocol.OPENAI_RESPONSES, parse=parse
+            request,
+            Endpoint.RESPONSES,
+            WireProtocol.OPENAI_RESPONSES,
+            parse=parse,
+            detach=detach if runs is not None else None,
         )
 
     return Route("/v1/responses", create, methods=["POST"])

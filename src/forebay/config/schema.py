@@ -268,6 +268,12 @@ class ResponsesConfig(Strict):
     max_pending: int = Field(
         10_000, ge=1, description="responses waiting to be written, at most (memory bound)"
     )
+    background_grace_s: float = Field(
+        5.0,
+        ge=0,
+        description="at shutdown, how long background responses may still run before they "
+        "are cancelled (and saved as failed: interrupted)",
+    )
 
 
 class AuthThrottleConfig(Strict):

@@ -36,6 +36,7 @@ from forebay.gateway.counter_keys import budget_key, counter_key
 from forebay.gateway.counter_keys import period_bounds as period_bounds
 from forebay.gateway.metering import input_price_bound, prompt_shape
 from forebay.gateway.recorder import Exchange
+from forebay.gateway.responses import prompt_body
 from forebay.gateway.spend import SpendTracker
 from forebay.gateway.validate import ParsedRequest, max_output_tokens
 from forebay.state.counters import Adjustment, Check, CounterStore, InProcessCounters, Outcome
@@ -280,7 +281,7 @@ def _upper_bounds(
 ) -> tuple[float, float]:
     """(tokens, $) no deployment of the alias can exceed for this request. A plain
     text prompt has one bound for every deployment: the walk is done once either way."""
-    shape = prompt_shape(req.payload)
+    shape = prompt_shape(prompt_body(req))  # a continued conversation: all of it
     tokens = 0
     usd = 0.0
     for d in model.deployments:

@@ -16,6 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from forebay.config.settings import ModelAlias
 from forebay.config.traffic import ResilienceConfig
 from forebay.errors import ForebayError, forbidden, internal_error, not_found, too_large
+from forebay.gateway.admission import Pool, Ticket
 from forebay.gateway.auth import KeyRing, authenticate_tenant, header
 from forebay.gateway.classes import CLASS_HEADER_RAW, resolve_class
 from forebay.gateway.dispatch import Dispatcher
@@ -39,6 +40,12 @@ PARSERS: Mapping[WireProtocol, Callable[[dict[str, Any]], ParsedRequest]] = {
 # A parser the route brings, for a protocol whose decoding needs the caller and
 # state the gateway does not hold (Responses: the tenant's stored conversations).
 RouteParser = Callable[[Principal, dict[str, Any]], Awaitable[ParsedRequest]]
+# Takes the rest of a request (dispatch and its recording, `run`) off the
+# client's connection: it answers at once and runs `run` in a task it owns
+# (Responses `background: true`, api/responses_background.py); None: not this
+# request, which goes on as usual.
+Run = Callable[[], Awaitable[Response]]
+Detach = Callable[[Run, Exchange], Response | None]
 
 
 class Gateway:
@@ -68,6 +75,7 @@ class Gateway:
         endpoint: Endpoint,
         protocol: WireProtocol = WireProtocol.OPENAI_CHAT,
         parse: RouteParser | None = None,
+        detach: Detach | None = None,
     ) -> Response:
         # Before the exchange: a failed authentication is counted and throttled
         # (auth_failures.py), never one ledger row each.
@@ -119,6 +127,10 @@ class Gateway:
             tenant = principal.tenant_id or principal.key_id
             ticket = traffic.ticket(model.name, class_name, tenant, req.payload)
             self._recorder.begin(ex)  # spooled: a crash from here on still leaves a row
+            if detach is not None:
+                detached = detach(lambda: self._detached(ex, req, pool, ticket, hedge), ex)
+                if detached is not None:
+                    return detached
             response = await self._dispatcher.send(ex, req, pool, ticket, hedge=hedge)
         except ForebayError as err:
             ex.fail(err.status, error_type_for(err))
@@ -134,6 +146,30 @@ class Gateway:
             raise internal_error(ex.request_id) from exc
         except BaseException:
             ex.fail(500, "internal_error")
+            self._recorder.finish(ex)
+            raise
+        if not isinstance(response, StreamingResponse):
+            self._recorder.finish(ex)
+        return response
+
+    async def _detached(
+        self, ex: Exchange, req: ParsedRequest, pool: Pool, ticket: Ticket, hedge: bool
+    ) -> Response:
+        """Dispatch of a detached request, recorded exactly once like any other
+        (a stream's body, which the caller consumes, records it as it ends)."""
+        try:
+            response = await self._dispatcher.send(ex, req, pool, ticket, hedge=hedge)
+        except ForebayError as err:
+            ex.fail(err.status, error_type_for(err))
+            self._recorder.finish(ex)
+            raise
+        except Exception as exc:
+            log.error("request %s failed inside Forebay", ex.request_id, exc_info=exc)
+            ex.fail(500, "internal_error")
+            self._recorder.finish(ex)
+            raise internal_error(ex.request_id) from exc
+        except BaseException:  # cancelled: POST /v1/responses/{id}/cancel, or shutdown
+            ex.fail(499, "cancelled")
             self._recorder.finish(ex)
             raise
         if not isinstance(response, StreamingResponse):

@@ -41,6 +41,22 @@ from forebay.upstreams.base import Endpoint, WireProtocol
 Keep = Callable[[dict[str, Any]], object]
 
 
+def prompt_body(req: ParsedRequest) -> dict[str, Any]:
+    """The body whose prompt limits bound (gateway/limits.py): the payload, but
+    for a Responses request continuing a conversation by previous_response_id,
+    whose payload holds only the new turn, the canonical request (the stored
+    conversation expanded) as a Responses body, so the reservation covers all
+    that the upstream is sent, not just the new turn."""
+    canonical = req.canonical
+    if (
+        canonical is None
+        or req.protocol is not WireProtocol.OPENAI_RESPONSES
+        or req.payload.get("previous_response_id") is None
+    ):
+        return req.payload
+    return CODEC.encode_request(canonical, req.model)
+
+
 def strip_overrides(body: dict[str, Any]) -> dict[str, Any]:
     for field in ROUTING_OVERRIDES.intersection(body):
         del body[field]

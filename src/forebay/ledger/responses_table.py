@@ -17,6 +17,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from forebay.db.schema import responses
 
 PURGE_BATCH = 1000
+PENDING = ("queued", "in_progress")  # a background response still running
+_UPDATED = ("expires_at", "model", "status", "output", "usage", "body")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,9 @@ class ResponsesTable:
 
     def apply(self, ops: list[Op]) -> None:
         """Saves and deletes in order, in one transaction. A save whose id is
-        already there (a batch retried after its commit did succeed) is skipped."""
+        already there replaces that row (a background response's final state
+        over its queued one; a batch retried after its commit did succeed
+        writes the same row again), only ever the same tenant's."""
         with self._engine.begin() as conn:
             run: list[dict[str, Any]] = []
             for op in ops:
@@ -112,12 +116,28 @@ class ResponsesTable:
             self._insert(conn, run)
 
     @staticmethod
-    def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    def _insert(
+        conn: Connection, rows: list[dict[str, Any]], *, only_pending: bool = False
+    ) -> None:
         if not rows:
             return
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(responses).on_conflict_do_nothing(index_elements=["id"])
-        conn.execute(stmt, rows)
+        stmt = dialect.insert(responses)
+        where = responses.c.tenant_id == stmt.excluded.tenant_id
+        if only_pending:
+            where = where & responses.c.status.in_(PENDING)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={name: stmt.excluded[name] for name in _UPDATED},
+            where=where,
+        )
+        conn.execute(upsert, rows)
+
+    def interrupt(self, records: list[StoredResponse]) -> None:
+        """Write `records` (background responses a dead process was running)
+        unless their row has reached a final state meanwhile."""
+        with self._engine.begin() as conn:
+            self._insert(conn, [_row(r) for r in records], only_pending=True)
 
     def get(self, tenant_id: str, response_id: str, now: float) -> StoredResponse | None:
         with self._engine.connect() as conn:

@@ -1,0 +1,123 @@
+"""Background responses in flight, on local disk, so that a process killed
+(SIGKILL, the OOM killer) while running one leaves it `failed`, never
+`in_progress` for ever.
+
+The response store's rows are written by a batching writer (responses_store.py),
+so a queued row may not be in the database yet when the process dies; the
+journal holds the queued Response itself. Each process owns a directory
+`<data dir>/background/<owner>/` and an exclusive `flock` on
+`<owner>.lock` for as long as it lives (the kernel drops it however the
+process dies, as for the usage spool, ledger/spool.py). A background response
+gets a file there before its work starts, removed once its final state is
+committed. At start, `recover` takes over the directories of every owner whose
+lock it can take: their responses are written as failed ("interrupted"), but
+only over rows still queued or in progress (one that did finish stays as it is).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import orjson
+
+from forebay.ledger.responses_table import StoredResponse
+
+log = logging.getLogger("forebay.responses")
+
+LOCK_SUFFIX = ".lock"
+INTERRUPTED = {
+    "code": "interrupted",
+    "message": "The Forebay process running this background response stopped before it "
+    "finished (it was killed or crashed); create the response again.",
+}
+
+
+def interrupted(record: StoredResponse) -> StoredResponse:
+    """The record as it is left by a process that died running it."""
+    body = {**record.body, "status": "failed", "error": INTERRUPTED}
+    return replace(record, status="failed", body=body)
+
+
+class Journal:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.owner = uuid.uuid4().hex[:16]
+        self._mine = directory / self.owner
+        self._lock_fd = -1
+
+    def open(self) -> None:
+        self._mine.mkdir(parents=True, exist_ok=True)
+        lock = self.directory / f"{self.owner}{LOCK_SUFFIX}"
+        self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def add(self, record: StoredResponse) -> None:
+        """Written whole (a temporary file renamed) or not at all."""
+        path = self._mine / f"{record.id}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(asdict(record)))
+        tmp.replace(path)
+
+    def remove(self, response_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self._mine / f"{response_id}.json").unlink()
+
+    def close(self) -> None:
+        """A clean stop: nothing is left running, so nothing is left behind."""
+        if self._lock_fd < 0:
+            return
+        left = list(self._mine.glob("*.json"))
+        if not left:
+            shutil.rmtree(self._mine, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / f"{self.owner}{LOCK_SUFFIX}").unlink()
+        os.close(self._lock_fd)  # a dead owner from now on: the next start recovers it
+        self._lock_fd = -1
+
+
+def recover(directory: Path, write: Callable[[list[StoredResponse]], None]) -> int:
+    """Mark the background responses of stopped owners as interrupted (`write`
+    takes their records); how many. An owner is left for the next start if
+    `write` fails."""
+    if not directory.is_dir():
+        return 0
+    total = 0
+    for lock in sorted(directory.glob(f"*{LOCK_SUFFIX}")):
+        owner = lock.name.removesuffix(LOCK_SUFFIX)
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # alive, or being recovered by another process
+                continue
+            if not lock.exists():  # recovered and removed by another process meanwhile
+                continue
+            records = []
+            for path in sorted((directory / owner).glob("*.json")):
+                try:
+                    records.append(interrupted(StoredResponse(**orjson.loads(path.read_bytes()))))
+                except (ValueError, TypeError) as exc:
+                    log.error("unreadable background journal file %s (%s)", path, exc)
+            try:
+                if records:
+                    write(records)
+            except Exception:
+                log.exception("recovering %d background responses failed", len(records))
+                continue
+            total += len(records)
+            shutil.rmtree(directory / owner, ignore_errors=True)
+            lock.unlink()  # while holding it
+        finally:
+            os.close(fd)
+    return total
