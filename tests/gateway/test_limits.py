@@ -32,6 +32,11 @@ def _config(base_url: str) -> str:
           - name: fake-slow
             base_url: {base_url}
             model: slow-400
+      silent:  # answers without a usage block: the ledger estimates the prompt
+        deployments:
+          - name: fake-silent
+            base_url: {base_url}
+            model: no-usage
       vision:
         deployments:
           - name: fake-vision
@@ -298,3 +303,25 @@ def test_a_continued_conversation_reserves_all_of_it_not_just_its_new_turn(
     ok = _respond(gw, input="hi", previous_response_id=first.json()["id"], max_output_tokens=16)
     assert ok.status_code == 200, ok.text
     assert 100_000 - int(ok.headers["x-ratelimit-remaining-tokens"]) > 2000
+
+
+def test_a_continued_conversation_without_reported_usage_is_estimated_whole(gw: Gateway) -> None:
+    # When the upstream reports no usage, the ledger's estimate of the prompt
+    # covers the stored conversation the upstream was sent, not just the new turn.
+    first = _respond(gw, input=" ".join(["abcd"] * 400), max_output_tokens=16)
+    assert first.status_code == 200, first.text
+    alone = _respond(gw, model="silent", input="hi", max_output_tokens=16)
+    continued = _respond(
+        gw,
+        model="silent",
+        input="hi",
+        previous_response_id=first.json()["id"],
+        max_output_tokens=16,
+    )
+    assert alone.status_code == continued.status_code == 200, continued.text
+    rows = {r["request_id"]: r for r in gw.wait_rows(3)}
+    alone_row = rows[alone.headers["x-request-id"]]
+    continued_row = rows[continued.headers["x-request-id"]]
+    assert int(str(alone_row["prompt_tokens"])) < 10
+    # 2,000 characters of the first turn at about four a token.
+    assert int(str(continued_row["prompt_tokens"])) >= 450, continued_row

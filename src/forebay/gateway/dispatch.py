@@ -40,6 +40,7 @@ from forebay.gateway.failures import Retry, as_api_error, retry_rule, short
 from forebay.gateway.metering import estimate_prompt_tokens, usage_counts
 from forebay.gateway.recorder import Exchange, Recorder
 from forebay.gateway.redact import Redactor
+from forebay.gateway.responses import prompt_body
 from forebay.gateway.sse import SseRelay
 from forebay.gateway.translate import (
     PassThroughRelay,
@@ -274,7 +275,9 @@ class Dispatcher:
             if winner is not None and not lease.released:
                 # The loser's prompt was (at least partly) processed: the tenant pays for it.
                 dep = lease.state.upstream.deployment
-                ex.extra_cost_usd += estimate_prompt_tokens(req.payload) * dep.usd_per_input_token
+                ex.extra_cost_usd += (
+                    estimate_prompt_tokens(prompt_body(req)) * dep.usd_per_input_token
+                )
             pool.release(lease)
 
     async def _try(self, req: ParsedRequest, lease: Lease, ticket: Ticket) -> Opened:
@@ -397,7 +400,7 @@ class Dispatcher:
         else:
             counts = usage_counts(obj.get("usage"))
             if counts is None:
-                ex.prompt_tokens = estimate_prompt_tokens(req.payload)
+                ex.prompt_tokens = estimate_prompt_tokens(prompt_body(req))
                 ex.completion_tokens = _estimate_completion(obj)
                 ex.estimated = True
             else:
@@ -503,7 +506,7 @@ class _Relay:
         if self._sse.usage is not None:
             ex.count(self._sse.usage)
         else:
-            ex.prompt_tokens = estimate_prompt_tokens(self._req.payload)
+            ex.prompt_tokens = estimate_prompt_tokens(prompt_body(self._req))
             ex.completion_tokens = self._sse.content_events
             ex.estimated = True
 
@@ -566,7 +569,7 @@ def _estimate_completion(obj: dict[str, Any]) -> int:
 
 def _count_translated(ex: Exchange, req: ParsedRequest, reply: GenReply) -> None:
     if reply.usage is None:
-        ex.prompt_tokens = estimate_prompt_tokens(req.payload)
+        ex.prompt_tokens = estimate_prompt_tokens(prompt_body(req))
         ex.completion_tokens = sum(len(getattr(p, "text", "")) for p in reply.parts) // 4
         ex.estimated = True
         return
