@@ -276,3 +276,12 @@ def test_shutdown_cancels_what_outlives_its_grace_and_saves_it_failed(
     assert outcomes == [(200, None), (499, "cancelled")]
     assert gw.services.traffic.pools["slow"].active == 0
     assert not list((gw.data_dir / "background").glob("*"))  # a clean stop leaves nothing
+
+
+def test_a_running_background_response_cannot_be_continued_yet(client: openai.OpenAI) -> None:
+    created = client.responses.create(model="slow", input="first turn", background=True)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="slow", input="next", previous_response_id=created.id)
+    assert refused.value.code == "previous_response_in_progress"
+    assert refused.value.param == "previous_response_id"
+    assert client.responses.cancel(created.id).status == "cancelled"

@@ -261,6 +261,14 @@ async def begin_create(store: ResponsesStore, principal: Principal, body: Any) -
                 param="previous_response_id",
                 code="previous_response_not_found",
             )
+        if chain and chain[-1].status in ("queued", "in_progress"):
+            # Its output is not known yet: continuing it would drop the turn.
+            raise bad_request(
+                f"Previous response with id '{previous}' is still {chain[-1].status}; "
+                "wait until it completes (GET /v1/responses/{id}), then continue it.",
+                param="previous_response_id",
+                code="previous_response_in_progress",
+            )
         add_history(request, body, items, history(chain))
     context = ResponseContext(model=body["model"], echo=echo_of(body))
     context.echo["background"] = bool(background)
