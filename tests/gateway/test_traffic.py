@@ -203,6 +203,33 @@ def test_prefix_affinity_keeps_a_prefix_on_one_deployment(
     assert len(set().union(*by_prefix.values())) >= 2  # different prefixes spread out
 
 
+def test_prefix_affinity_follows_a_responses_conversation_continued_by_id(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    # A turn continued by previous_response_id is sent its whole stored
+    # conversation: its prefix is that conversation's, so it goes where the
+    # conversation's cache is, whatever its own short input says.
+    gw = _gateway(make_gateway, upstream, "prefix_affinity", "a=echo", "b=echo", "c=echo", "d=echo")
+    headers = {"authorization": f"Bearer {gw.tenant_key}"}
+
+    def respond(**body: object) -> httpx.Response:
+        resp = httpx.post(
+            f"{gw.base_url}/responses", json={"model": "m", **body}, headers=headers, timeout=30
+        )
+        assert resp.status_code == 200, resp.text
+        return resp
+
+    for topic in ("alpha", "bravo", "charlie"):
+        first = respond(input=f"{topic}: a long shared system prompt. " * 80)
+        served = {_served_by(first)}
+        previous = first.json()["id"]
+        for i in range(4):
+            turn = respond(input=f"follow-up {i} on {topic}", previous_response_id=previous)
+            served.add(_served_by(turn))
+            previous = turn.json()["id"]
+        assert len(served) == 1, (topic, served)
+
+
 def test_prefix_affinity_yields_under_imbalance(
     make_gateway: GatewayFactory, upstream: Upstream
 ) -> None:

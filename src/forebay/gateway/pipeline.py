@@ -25,6 +25,7 @@ from forebay.gateway.limits import Limiter
 from forebay.gateway.messages import parse_messages
 from forebay.gateway.recorder import Exchange, Recorder
 from forebay.gateway.redact import Redactor
+from forebay.gateway.responses import prompt_body
 from forebay.gateway.traffic import Traffic
 from forebay.gateway.validate import ParsedRequest, kind_mismatch, parse_json, parse_request
 from forebay.tenancy.keys import Principal
@@ -125,7 +126,7 @@ class Gateway:
             if self._limiter is not None:
                 await self._limiter.admit(ex, model, req, hedged=hedge)
             tenant = principal.tenant_id or principal.key_id
-            ticket = traffic.ticket(model.name, class_name, tenant, req.payload)
+            ticket = traffic.ticket(model.name, class_name, tenant, prompt_body(req))
             self._recorder.begin(ex)  # spooled: a crash from here on still leaves a row
             if detach is not None:
                 detached = detach(lambda: self._detached(ex, req, pool, ticket, hedge), ex)

@@ -167,7 +167,7 @@ def prefix_key(payload: dict[str, Any], chars: int) -> bytes:
 def _prompt_parts(payload: dict[str, Any]) -> Iterator[Any]:
     for lead in (payload.get("instructions"), payload.get("system")):
         if lead:
-            yield lead
+            yield _text_of(lead)
     turns = payload.get("messages")
     if turns is None:
         turns = payload.get("input")
@@ -177,4 +177,15 @@ def _prompt_parts(payload: dict[str, Any]) -> Iterator[Any]:
     if isinstance(turns, list):
         for msg in turns:
             content = msg.get("content") if isinstance(msg, dict) else None
-            yield content or ""
+            yield _text_of(content) if content else ""
+
+
+def _text_of(content: Any) -> Any:
+    """A list of content parts keys as its text, so the same words key the same
+    whether sent as a string or as parts (as a continued Responses conversation,
+    encoded from the store, sends its first turn)."""
+    if isinstance(content, list):
+        return "".join(
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return content
