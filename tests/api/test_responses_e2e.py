@@ -376,8 +376,20 @@ def test_a_hosted_tool_goes_to_a_native_upstream_only(
     )
     assert resp.output_text == "news"
     assert oai_api[0].seen[-1].body["tools"] == [{"type": "web_search_preview"}]
+    # To a Chat-only alias an unforced hosted tool is dropped, and the answer says so
+    dropped = client.responses.with_raw_response.create(
+        model="echo", input="news", tools=[{"type": "web_search_preview"}]
+    )
+    assert dropped.headers["x-forebay-dropped-tools"] == "web_search_preview"
+    assert dropped.parse().output_text == "news"
+    # a forced one is refused.
     with pytest.raises(openai.BadRequestError) as err:
-        client.responses.create(model="echo", input="news", tools=[{"type": "web_search_preview"}])
+        client.responses.create(
+            model="echo",
+            input="news",
+            tools=[{"type": "web_search_preview"}],
+            tool_choice={"type": "web_search_preview"},
+        )
     assert "web_search" in str(err.value) and "natively" in str(err.value)
     assert _settled(gw) == {}
 

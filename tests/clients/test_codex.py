@@ -24,7 +24,9 @@ asserts it recorded nothing.
 Two upstreams: the loopback OpenAI server speaking Responses natively
 (Codex's requests are stateless, `store: false`, so Forebay relays the bytes)
 and an OpenAI-compatible Chat server (Forebay translates Responses to Chat and
-the Chat stream back to Responses events).
+the Chat stream back to Responses events; the web_search tool Codex offers by
+default, which only OpenAI can run, is dropped, or refused with a 400 on an
+alias set to `hosted_tools: refuse`).
 """
 
 from __future__ import annotations
@@ -118,6 +120,11 @@ def gw(
       coder-chat:
         deployments:
           - {{name: chat-coder, base_url: '{chat[1].url}/v1', model: scripted,
+              api_key: '{UPSTREAM_KEY}'}}
+      coder-chat-strict:
+        hosted_tools: refuse
+        deployments:
+          - {{name: chat-coder-strict, base_url: '{chat[1].url}/v1', model: scripted,
               api_key: '{UPSTREAM_KEY}'}}
     """
     )
@@ -294,12 +301,13 @@ def test_codex_runs_a_command_through_forebay_to_a_chat_upstream(
     trap: EgressTrap,
     tmp_path: Path,
 ) -> None:
-    """Translated: Responses in, Chat out. Codex's sub-agent tools (a
-    `namespace` of functions) become Chat functions; its web_search tool, which
-    only OpenAI can run, is switched off in its config (Forebay refuses a hosted
-    tool it cannot carry with a 400, see the next test)."""
+    """Translated: Responses in, Chat out, Codex unmodified. Codex's sub-agent
+    tools (a `namespace` of functions) become Chat functions; its web_search
+    tool, which only OpenAI can run and Codex does not force, is dropped (the
+    ledger's route reason says so; a `hosted_tools: refuse` alias refuses it,
+    see the next test)."""
     home = tmp_path / "home"
-    codex = codex_home(home, gw.url, "coder-chat", extra='web_search = "disabled"\n')
+    codex = codex_home(home, gw.url, "coder-chat")
     run = run_codex(codex_env(home, codex, gw.tenant_key, trap), workspace.root)
     _assert_answered(run, workspace)
     assert trap.attempts == []
@@ -321,22 +329,28 @@ def test_codex_runs_a_command_through_forebay_to_a_chat_upstream(
     assert answered["role"] == "tool" and answered["tool_call_id"] == call["id"]
     assert workspace.word in json.dumps(answered["content"])
     _assert_ledger(gw, "coder-chat", "chat-coder", 2)
+    for row in gw.wait_rows(2):
+        assert "dropped hosted tools web_search" in str(row["route_reason"]), row
 
 
-def test_codex_with_its_web_search_tool_gets_a_clear_400_from_a_chat_upstream(
+def test_codex_gets_a_clear_400_from_an_alias_that_refuses_hosted_tools(
     gw: Gateway,
     chat: tuple[FakeUpstream, ServerThread],
     workspace: Workspace,
     trap: EgressTrap,
     tmp_path: Path,
 ) -> None:
+    """`hosted_tools: refuse`: the web_search tool Codex offers is a 400 naming
+    the alias, not silently dropped; a user who wants it so sets Codex's
+    `web_search = "disabled"`."""
     home = tmp_path / "home"
-    codex = codex_home(home, gw.url, "coder-chat")
+    codex = codex_home(home, gw.url, "coder-chat-strict")
     run = run_codex(codex_env(home, codex, gw.tenant_key, trap), workspace.root)
     assert run.code != 0, run.stdout
     (failed,) = [e for e in run.events if e.get("type") == "turn.failed"]
     message = failed["error"]["message"]
     assert "web_search tool" in message and "not_translatable" in message, message
+    assert "coder-chat-strict" in message and "refuse" in message, message
     assert "namespace" not in message  # its namespace of functions was carried
     assert _posts(chat[0].seen, "/v1/chat/completions") == []
     assert workspace.word not in run.stdout

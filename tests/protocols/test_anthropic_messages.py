@@ -207,6 +207,27 @@ def test_server_tool_blocks_are_accepted_and_left_out_of_translation() -> None:
     assert CODEC.encode_request(req, "m")["tools"] == body["tools"]  # same family: kept
 
 
+def test_a_server_tool_is_droppable_unless_tool_choice_forces_it() -> None:
+    search = {"type": "web_search_20250305", "name": "web_search"}
+    fetch = {"type": "web_fetch_20250910", "name": "web_fetch"}
+    fn = {"name": "f", "input_schema": {"type": "object"}}
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}
+    offered = CODEC.decode_request({**body, "tools": [fn, search]}).extras["anthropic_messages"]
+    assert offered["droppable"] == [
+        {"name": "web_search", "where": "tools.1 (web_search_20250305 tool)"}
+    ]
+    assert "native_only" not in offered and offered["server_tools"] == [search]
+    named = CODEC.decode_request(
+        {**body, "tools": [search, fetch], "tool_choice": {"type": "tool", "name": "web_fetch"}}
+    ).extras["anthropic_messages"]
+    assert named["native_only"] == ["tools.1 (web_fetch_20250910 tool)"]
+    assert [d["name"] for d in named["droppable"]] == ["web_search"]
+    alone = CODEC.decode_request({**body, "tools": [search], "tool_choice": {"type": "any"}})
+    assert alone.extras["anthropic_messages"]["native_only"] == [
+        "tools.0 (web_search_20250305 tool)"
+    ]
+
+
 # -- replies ---------------------------------------------------------------------
 
 

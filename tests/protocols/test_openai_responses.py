@@ -601,6 +601,25 @@ def test_a_hosted_tool_is_kept_for_a_native_upstream_and_refused_for_others() ->
     assert "tools[0] (web_search tool)" in err.value.message and "natively" in err.value.message
 
 
+def test_an_unforced_hosted_tool_is_droppable_and_a_forced_one_native_only() -> None:
+    fn = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+    offered = CODEC.decode_request({"model": "m", "input": "x", "tools": [fn, {"type": "mcp"}]})
+    kept = offered.extras["openai_responses"]
+    assert kept["droppable"] == [{"name": "mcp", "where": "tools[1] (mcp tool)"}]
+    assert "native_only" not in kept
+    # Not dropped by anyone: still refused when it would cross (gateway/hosted.py drops).
+    with pytest.raises(ForebayError):
+        check_translatable(offered, WireProtocol.OPENAI_RESPONSES)
+    # `required` can still be met by the function; with nothing else to call it forces.
+    body = {"model": "m", "input": "x", "tool_choice": "required"}
+    assert (
+        "droppable"
+        in CODEC.decode_request({**body, "tools": [fn, {"type": "mcp"}]}).extras["openai_responses"]
+    )
+    forced = CODEC.decode_request({**body, "tools": [{"type": "mcp"}]}).extras["openai_responses"]
+    assert forced["native_only"] == ["tools[0] (mcp tool)"] and "droppable" not in forced
+
+
 # ---------------------------------------------------------------- stored state
 
 

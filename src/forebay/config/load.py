@@ -172,7 +172,14 @@ def _freeze(raw: RawConfig, *, source: str, revision: str, data_dir: Choice) -> 
                     usd_per_cache_write_token=_per_token(d.price.cache_write_per_million),
                 )
             )
-        models[alias] = ModelAlias(alias, m.kind, m.description, tuple(deps), m.routing)
+        models[alias] = ModelAlias(
+            alias,
+            m.kind,
+            m.description,
+            tuple(deps),
+            m.routing,
+            hosted_tools=m.hosted_tools or raw.hosted_tools,
+        )
     _check_local_ports(raw, source)
     return Settings(
         host=raw.server.host,

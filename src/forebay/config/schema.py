@@ -164,10 +164,20 @@ class DeploymentConfig(Strict):
         return self
 
 
+# What a hosted tool the caller offered but did not force (Responses' web_search,
+# file_search, ...; Anthropic's server tools) does on an alias none of whose
+# deployments speaks the caller's protocol natively: dropped, with the response
+# header x-forebay-dropped-tools naming it, or refused with a 400.
+HostedTools = Literal["drop", "refuse"]
+
+
 class ModelConfig(Strict):
     kind: Literal["chat", "embedding"] = "chat"
     description: str = ""
     routing: RoutingConfig = RoutingConfig()
+    hosted_tools: HostedTools | None = Field(
+        None, description="drop or refuse an unforced hosted tool; default the top-level one"
+    )
     deployments: list[DeploymentConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -345,6 +355,8 @@ class RawConfig(Strict):
     admission: AdmissionConfig = AdmissionConfig()
     resilience: ResilienceConfig = ResilienceConfig()
     models: dict[str, ModelConfig] = {}
+    # Every alias's `hosted_tools` unless it sets its own.
+    hosted_tools: HostedTools = "drop"
     # A `models:` block replaces the built-in local models; true keeps them beside it.
     include_local_models: bool = False
 

@@ -16,6 +16,7 @@ from forebay.config.defaults import (
 from forebay.config.providers import DEFAULT_ANTHROPIC_VERSION, Provider
 from forebay.config.schema import (
     AuthConfig,
+    HostedTools,
     LedgerConfig,
     LimitsConfig,
     LocalConfig,
@@ -107,6 +108,7 @@ class ModelAlias:
     description: str
     deployments: tuple[Deployment, ...]
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    hosted_tools: HostedTools = "drop"  # config/schema.py's HostedTools
 
 
 @dataclass(frozen=True, slots=True)

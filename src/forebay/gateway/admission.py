@@ -13,6 +13,10 @@ deployments, and a concurrency limit per deployment.
   `max_queue_ms` (or deadline) is refused at once with 503 and Retry-After,
   rather than queued to die; when the queue is full the lowest class goes first.
 With `admission.enabled: false` the queue is plain FIFO (the benchmark baseline).
+* A request that only a deployment speaking its protocol natively can serve
+  (`Ticket.native`, set by gateway/hosted.py: a hosted tool, Anthropic's
+  container) is given only such deployments, on its first try and on every
+  retry, whatever the policy.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from forebay.errors import ForebayError, UpstreamFailure, upstream_error
 from forebay.gateway.failures import deployment_at_fault, overload_signal
 from forebay.gateway.health import DeploymentState
 from forebay.gateway.routing import Pick, Policy, RouteRequest
+from forebay.upstreams.base import WireProtocol
 
 RETRY_CLASS = "\x00retry"  # retries go ahead of every class: they were admitted already
 _seq = itertools.count()
@@ -46,6 +51,10 @@ class Ticket:
     exclude: frozenset[str] = frozenset()
     strict_exclude: bool = False  # never fall back to an excluded deployment
     policy: Policy | None = None  # the class's policy, when it overrides the alias's
+    # Only deployments that speak this protocol natively may serve the request,
+    # for what `native_for` names (e.g. "tools[0] (web_search tool)").
+    native: WireProtocol | None = None
+    native_for: str = ""
     enqueued: float = 0.0
     seq: int = field(default_factory=lambda: next(_seq))
     future: asyncio.Future[Lease] | None = None
@@ -130,11 +139,15 @@ class Pool:
         span = max(now - self._completions[0], 1.0)
         return len(self._completions) / span
 
-    def available(self, now: float) -> tuple[list[DeploymentState], list[str]]:
+    def available(
+        self, now: float, native: WireProtocol | None = None, native_for: str = ""
+    ) -> tuple[list[DeploymentState], list[str]]:
         ok, notes = [], []
         probe_failed = 0
         for s in self.states:
-            if s.available(now):
+            if native is not None and native not in s.upstream.wire:
+                notes.append(f"{s.name} skipped: {native_for} needs {native} natively")
+            elif s.available(now):
                 ok.append(s)
                 probe_failed += s.probe_ok is False
             elif not s.upstream.ready():
@@ -153,13 +166,19 @@ class Pool:
             ok = [s for s in ok if s.probe_ok is not False]
         return ok, notes
 
-    def require_available(self, now: float) -> None:
-        """Raise the 503 a caller gets when no deployment of the alias can serve."""
-        if not any(s.available(now) for s in self.states):
+    def require_available(
+        self, now: float, native: WireProtocol | None = None, native_for: str = ""
+    ) -> None:
+        """Raise the 503 a caller gets when no deployment of the alias can serve
+        (none of those that speak `native` natively, when the request needs one)."""
+        if not any(
+            s.available(now) for s in self.states if native is None or native in s.upstream.wire
+        ):
+            which = f" that speaks {native} natively (for {native_for})" if native else ""
             raise upstream_error(
                 503,
-                f"No deployment of model '{self.alias}' is ready right now (a local model "
-                "may still be loading, or all are ejected); retry in a few seconds.",
+                f"No deployment of model '{self.alias}'{which} is ready right now (a local "
+                "model may still be loading, or all are ejected); retry in a few seconds.",
                 code="no_deployment_ready",
                 retry_after=5,
             )
@@ -168,7 +187,7 @@ class Pool:
     def try_acquire(self, t: Ticket, *, strict_exclude: bool = False) -> Lease | None:
         """A slot now, or None; never waits (used for hedges and the fast path)."""
         now = self._clock()
-        avail, notes = self.available(now)
+        avail, notes = self.available(now, t.native, t.native_for)
         reserved = self._reserved_for(t)
         free = [s for s in avail if s.has_capacity(reserved)]
         cands = [s for s in free if s.name not in t.exclude]
@@ -186,7 +205,7 @@ class Pool:
 
     async def acquire(self, t: Ticket, *, retry: bool = False) -> Lease:
         now = self._clock()
-        self.require_available(now)
+        self.require_available(now, t.native, t.native_for)
         if retry:
             t.class_name = RETRY_CLASS
         if not self._someone_first(t):

@@ -168,13 +168,15 @@ class Dispatcher:
         if now >= ticket.deadline:
             notes.append("deadline reached")
             return False
-        available = pool.available(now)[0]
+        # Only those the request may go to: a hosted tool's stay native (hosted.py).
+        available = pool.available(now, ticket.native, ticket.native_for)[0]
         if not available:
             return False  # e.g. the only deployment asked us to back off (429)
         if rule is Retry.ELSEWHERE:
             tried = ticket.exclude | {failed.state.name}
             if all(s.name in tried for s in available):
-                notes.append("no other deployment to try")
+                native = f" that speaks {ticket.native} natively" if ticket.native else ""
+                notes.append(f"no other deployment{native} to try")
                 return False
         # Requests in flight: those in the dispatcher, or holding a slot (streams
         # hold theirs until the last byte), whichever is more.

@@ -21,6 +21,7 @@ from forebay.gateway.auth import KeyRing, authenticate_tenant, header
 from forebay.gateway.classes import CLASS_HEADER_RAW, resolve_class
 from forebay.gateway.dispatch import Dispatcher
 from forebay.gateway.failures import error_type_for
+from forebay.gateway.hosted import route_native
 from forebay.gateway.limits import Limiter
 from forebay.gateway.messages import parse_messages
 from forebay.gateway.recorder import Exchange, Recorder
@@ -121,12 +122,22 @@ class Gateway:
                 cls = traffic.classes[class_name]
             ex.class_name = class_name
             pool = traffic.pools[model.name]
-            pool.require_available(time.monotonic())  # before any limit is reserved
+            # What only a native deployment can serve (hosted tools): only
+            # parsed protocols (never Chat) carry it.
+            native = None
+            if req.canonical is not None and req.canonical.extras:
+                native = route_native(req, model, pool, ex)
+            if native is None:
+                pool.require_available(time.monotonic())  # before any limit is reserved
+            else:
+                pool.require_available(time.monotonic(), native.protocol, native.needed_for)
             hedge = cls.hedge and traffic.admission.enabled
             if self._limiter is not None:
                 await self._limiter.admit(ex, model, req, hedged=hedge)
             tenant = principal.tenant_id or principal.key_id
             ticket = traffic.ticket(model.name, class_name, tenant, prompt_body(req))
+            if native is not None:
+                ticket.native, ticket.native_for = native.protocol, native.needed_for
             self._recorder.begin(ex)  # spooled: a crash from here on still leaves a row
             if detach is not None:
                 detached = detach(lambda: self._detached(ex, req, pool, ticket, hedge), ex)

@@ -86,11 +86,13 @@ class Translation:
 
 def check_translatable(req: GenRequest, protocol: WireProtocol) -> None:
     """Refuse (400) what the inbound codec marked `native_only` in its extras
-    (Messages' container and mcp_servers, Responses' hosted tools): only an
-    upstream of the caller's own protocol could act on it, and silently dropping
-    it would change the answer."""
+    (Messages' container and mcp_servers, a forced hosted tool), and a hosted
+    tool it marked `droppable` that routing did not drop (gateway/hosted.py
+    drops them only for an alias without a native deployment): only an upstream
+    of the caller's own protocol could act on them, and silently dropping one
+    would change the answer."""
     for extra in req.extras.values():
-        native = extra.get("native_only")
+        native = [*extra.get("native_only", ()), *(d["where"] for d in extra.get("droppable", ()))]
         if native:
             raise bad_request(
                 f"{', '.join(native)}: only an upstream that speaks {protocol} natively can "

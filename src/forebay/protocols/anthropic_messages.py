@@ -223,14 +223,20 @@ def _system(system: Any, where: str = "system", *, others: bool = False) -> list
     return out
 
 
-def _tools(tools: Any) -> tuple[list[Tool], list[dict[str, Any]]]:
-    """Client tools, and Anthropic's own (server) tools, kept apart."""
+def _tools(tools: Any) -> tuple[list[Tool], list[dict[str, Any]], list[dict[str, str]]]:
+    """Client tools, and Anthropic's own (server) tools, kept apart; and each
+    server tool's name (its type when it has none) and where it was."""
     client: list[Tool] = []
     server: list[dict[str, Any]] = []
+    hosted: list[dict[str, str]] = []
     for i, t in enumerate(as_list(tools, "tools")):
         tool = as_dict(t, f"tools.{i}")
         if tool.get("type") not in (None, "custom"):
             server.append(tool)
+            kind = str(tool["type"])[:40]
+            name = tool.get("name")
+            name = name[:64] if isinstance(name, str) and name else kind
+            hosted.append({"name": name, "where": f"tools.{i} ({kind} tool)"})
             continue
         name = opt_str(tool.get("name"), f"tools.{i}.name")
         if not name:
@@ -244,7 +250,7 @@ def _tools(tools: Any) -> tuple[list[Tool], list[dict[str, Any]]]:
                 cache_control=tool.get("cache_control"),
             )
         )
-    return client, server
+    return client, server, hosted
 
 
 def _tool_choice(choice: Any) -> ToolChoice | None:
@@ -320,7 +326,9 @@ def decode_counted(body: dict[str, Any], max_tokens: int | None = None) -> GenRe
     stops = as_list(body.get("stop_sequences") or [], "stop_sequences")
     if not all(isinstance(s, str) for s in stops):
         raise bad_request("stop_sequences must be a list of strings.", param="stop_sequences")
-    tools, server_tools = _tools(body["tools"]) if body.get("tools") is not None else ([], [])
+    tools, server_tools, hosted = (
+        _tools(body["tools"]) if body.get("tools") is not None else ([], [], [])
+    )
     metadata = body.get("metadata")
     user = (
         opt_str(as_dict(metadata, "metadata").get("user_id"), "metadata.user_id")
@@ -335,8 +343,20 @@ def decode_counted(body: dict[str, Any], max_tokens: int | None = None) -> GenRe
     if tier is not None and tier not in SERVICE_TIERS:
         raise bad_request("service_tier must be 'auto' or 'standard_only'.", param="service_tier")
     stream = opt_bool(body.get("stream"), "stream")
+    choice = _tool_choice(body.get("tool_choice"))
     extras: dict[str, Any] = {"server_tools": server_tools} if server_tools else {}
     native = [f for f in NATIVE_ONLY if body.get(f) is not None]
+    if hosted:
+        # Forced (named by tool_choice, or `any` with no client tool to call):
+        # dropping it would change the answer, so only Anthropic may serve it.
+        if choice is not None and choice.mode == "required" and not tools:
+            native.extend(d["where"] for d in hosted)
+        else:
+            named = choice.name if choice is not None and choice.mode == "tool" else None
+            native.extend(d["where"] for d in hosted if d["name"] == named)
+            droppable = [d for d in hosted if d["name"] != named]
+            if droppable:
+                extras["droppable"] = droppable
     if native:
         extras["native_only"] = native
     return GenRequest(
@@ -344,7 +364,7 @@ def decode_counted(body: dict[str, Any], max_tokens: int | None = None) -> GenRe
         messages=messages,
         system=system,
         tools=tools,
-        tool_choice=_tool_choice(body.get("tool_choice")),
+        tool_choice=choice,
         max_output_tokens=max_tokens,
         temperature=temperature,
         top_p=top_p,

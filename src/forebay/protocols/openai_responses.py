@@ -14,6 +14,10 @@ interpret, so an upstream of this protocol gets them back. A request that
 needs one of those to mean what it says lists it under `native_only`;
 gateway/translate.py's `check_translatable` refuses it (400) before it is translated
 for an upstream of another protocol, rather than silently dropping a tool the client relies on.
+A hosted tool the caller offered without forcing it is listed under
+`droppable` instead: routing sends it to a native deployment when the alias has
+one, and may drop it otherwise (gateway/hosted.py); a forced one (a tool_choice
+naming a hosted tool, or `required` with no function to call) is native_only.
 
 Forebay keeps conversation state itself: `store` and `previous_response_id`
 are the POST handler's business (api/responses.py), never an upstream's, so
@@ -84,6 +88,11 @@ def request_from(
     req = GenRequest(model=body["model"], messages=[])
     req.tools = decode_tools(body, native, kept)
     req.tool_choice = decode_tool_choice(body, native, kept)
+    forced = "tool_choice" in kept or (
+        req.tool_choice is not None and req.tool_choice.mode == "required" and not req.tools
+    )
+    if forced and "droppable" in kept:
+        native.extend(d["where"] for d in kept.pop("droppable"))
     req.output = decode_format(body, kept)
     add_history(req, body, items, history or [])
     max_out = body.get("max_output_tokens")

@@ -2,7 +2,9 @@
 reasoning, metadata) decoded and checked against the published spec.
 
 `native` collects what only an upstream of this protocol can serve, `kept`
-what rides in extras["openai_responses"] for one (see openai_responses.py).
+what rides in extras["openai_responses"] for one (see openai_responses.py);
+a hosted tool is listed in kept["droppable"] instead (see
+gateway/hosted.py), which the caller may turn native when it is forced.
 """
 
 from __future__ import annotations
@@ -72,7 +74,10 @@ def decode_tools(body: dict[str, Any], native: list[str], kept: dict[str, Any]) 
         hosted.append(t)
         inner = _namespace(t, where) if t["type"] == "namespace" else None
         if inner is None:
-            native.append(f"{where} ({t['type'][:40]} tool)")
+            kind = t["type"][:40]
+            kept.setdefault("droppable", []).append(
+                {"name": kind, "where": f"{where} ({kind} tool)"}
+            )
         else:
             grouped.append((where, inner))
     namespaced: list[str] = []
