@@ -1,7 +1,8 @@
 """A loopback server that speaks Anthropic's Messages API as its reference
 documents it: POST /v1/messages (JSON, or SSE with message_start,
 content_block_start / _delta / _stop, ping, message_delta, message_stop),
-POST /v1/messages/count_tokens, GET /v1/models, and the error envelope
+POST /v1/messages/count_tokens (its body fields only; the failure models
+below fail it too), GET /v1/models, and the error envelope
 `{"type": "error", "error": {"type", "message"}, "request_id"}`.
 
 Every request needs `x-api-key` equal to `api_key` (else 401
@@ -53,6 +54,22 @@ from tests.support.scripted import ToolScript, anthropic_turn
 API_KEY = "sk-ant-test-0123456789abcdefghijklmnop"
 MODELS = ("claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001")
 SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"
+
+# count_tokens' body fields (Anthropic's API reference): anything else is refused.
+_COUNTED = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "mcp_servers",
+        "context_management",
+        "output_config",
+        "output_format",
+    }
+)
 
 
 @dataclass
@@ -123,6 +140,13 @@ class AnthropicServer:
         body, refused = await self._admit(request)
         if refused is not None:
             return refused
+        extra = sorted(set(body) - _COUNTED)
+        if extra:
+            message = f"{extra[0]}: Extra inputs are not permitted"
+            return error(400, "invalid_request_error", message)
+        failure = _failure(str(body.get("model")))
+        if failure is not None:
+            return failure
         blocks = _blocks(body)
         return _json({"input_tokens": sum(_words(b) for b in blocks)})
 

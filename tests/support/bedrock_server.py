@@ -2,6 +2,9 @@
 
   POST /model/{modelId}/converse          JSON reply
   POST /model/{modelId}/converse-stream   application/vnd.amazon.eventstream frames
+  POST /model/{modelId}/count-tokens      CountTokens: {"inputTokens": N}, N the words
+                                          of the converse input's texts (model
+                                          `no-count`: 400, as for a model that cannot)
 
 Every request must be signed with SigV4 (service bedrock, region REGION) by
 ACCESS_KEY / SECRET_KEY (and SESSION_TOKEN, when `require_token`): the fake
@@ -73,6 +76,10 @@ _FIELDS = frozenset(
 )
 
 
+# ConverseTokensRequest's members.
+_COUNTED = frozenset({"messages", "system", "toolConfig", "additionalModelRequestFields"})
+
+
 @dataclass
 class Seen:
     path: str
@@ -90,6 +97,7 @@ class FakeBedrock:
             routes=[
                 Route("/model/{model:str}/converse", self.converse, methods=["POST"]),
                 Route("/model/{model:str}/converse-stream", self.converse, methods=["POST"]),
+                Route("/model/{model:str}/count-tokens", self.count_tokens, methods=["POST"]),
             ]
         )
 
@@ -125,6 +133,40 @@ class FakeBedrock:
                 _stream(model, body), media_type="application/vnd.amazon.eventstream"
             )
         return _json(_reply(model, body))
+
+    async def count_tokens(self, request: Request) -> Response:
+        """CountTokens: `{"input": {"converse": ConverseTokensRequest}}` (or
+        `invokeModel`, one of the two) -> `{"inputTokens": N}`, N the words of
+        every text block of the messages and the system prompt."""
+        raw = await request.body()
+        denied = self._auth(request, raw)
+        if denied is not None:
+            return denied
+        body = orjson.loads(raw)
+        self.seen.append(Seen(request.scope["raw_path"].decode(), dict(request.headers), body))
+        given = body.get("input") if isinstance(body, dict) else None
+        if set(body) != {"input"} or not isinstance(given, dict) or len(given) != 1:
+            return _error(400, "ValidationException", "input must set exactly one member.")
+        converse = given.get("converse")
+        if not isinstance(converse, dict):
+            return _error(400, "ValidationException", "this fake counts converse input only")
+        unknown = sorted(set(converse) - _COUNTED)
+        if unknown:
+            return _error(
+                400, "ValidationException", f"extraneous key [{unknown[0]}] is not permitted"
+            )
+        model = request.path_params["model"].split(":")[0]
+        if model == "no-count":
+            return _error(
+                400, "ValidationException", "The provided model doesn't support counting tokens."
+            )
+        failure = _failure(model)
+        if failure is not None:
+            return failure
+        blocks = [b for m in converse.get("messages", []) for b in m.get("content", [])]
+        blocks += converse.get("system", [])
+        words = sum(len(str(b.get("text", "")).split()) for b in blocks)
+        return _json({"inputTokens": words})
 
     def _auth(self, request: Request, raw: bytes) -> Response | None:
         auth = request.headers.get("authorization", "")

@@ -3,6 +3,8 @@ speaking the wire as Google documents it:
 
   POST /v1beta/models/{model}:generateContent
   POST /v1beta/models/{model}:streamGenerateContent?alt=sse   (data: {...}\\r\\n\\r\\n)
+  POST /v1beta/models/{model}:countTokens   {"totalTokens": N}, N the words of the text
+                                            parts (system instruction included)
   GET  /v1beta/models/{model}
 
 The key goes in `x-goog-api-key`: none gets 403 PERMISSION_DENIED, a wrong one
@@ -57,6 +59,8 @@ _FIELDS = frozenset(
     }
 )
 
+_COUNT_FIELDS = frozenset({"contents", "generateContentRequest"})
+
 
 @dataclass
 class Seen:
@@ -91,13 +95,15 @@ class FakeGemini:
             )
         body = orjson.loads(await request.body())
         self.seen.append(Seen(request.url.path, request.url.query, dict(request.headers), body))
-        unknown = sorted(set(body) - _FIELDS)
+        unknown = sorted(set(body) - (_COUNT_FIELDS if method == "countTokens" else _FIELDS))
         if unknown:
             return _error(
                 400,
                 "INVALID_ARGUMENT",
                 f'Invalid JSON payload received. Unknown name "{unknown[0]}": Cannot find field.',
             )
+        if method == "countTokens":
+            return _count(model, body)
         if method not in ("generateContent", "streamGenerateContent"):
             return _error(404, "NOT_FOUND", "method not found")
         if not model.startswith("gemini-"):
@@ -116,6 +122,42 @@ class FakeGemini:
         if request.query_params.get("alt") != "sse":
             return _error(400, "INVALID_ARGUMENT", "this fake streams with alt=sse only")
         return StreamingResponse(_sse(model, chunks), media_type="text/event-stream")
+
+
+def _count(model: str, body: dict[str, Any]) -> Response:
+    """countTokens: `contents` or a whole `generateContentRequest` (never both),
+    `{"totalTokens": N, "promptTokensDetails": [...]}`, N the words of every
+    text part, system instruction included."""
+    if not model.startswith("gemini-"):
+        return _error(404, "NOT_FOUND", f"models/{model} is not found for API version v1beta")
+    failure = _failure(model)
+    if failure is not None:
+        return failure
+    request = body.get("generateContentRequest")
+    if "contents" in body and request is not None:
+        return _error(
+            400, "INVALID_ARGUMENT", "contents and generateContentRequest are mutually exclusive."
+        )
+    if request is not None:
+        unknown = sorted(set(request) - _FIELDS - {"model"})
+        if unknown:
+            return _error(
+                400,
+                "INVALID_ARGUMENT",
+                f'Invalid JSON payload received. Unknown name "{unknown[0]}" at '
+                "'generate_content_request': Cannot find field.",
+            )
+        if request.get("model") != f"models/{model}":
+            message = "generateContentRequest.model must name the model."
+            return _error(400, "INVALID_ARGUMENT", message)
+    source = request if request is not None else body
+    contents = list(source.get("contents") or [])
+    if "systemInstruction" in source:
+        contents.append(source["systemInstruction"])
+    words = sum(len(str(p.get("text", "")).split()) for c in contents for p in c.get("parts", []))
+    return _json(
+        {"totalTokens": words, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": words}]}
+    )
 
 
 def _auth(request: Request) -> Response | None:

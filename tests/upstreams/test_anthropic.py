@@ -182,13 +182,21 @@ async def test_count_tokens(server: Served) -> None:
     fake, thread = server
     up = AnthropicUpstream(_dep(thread))
     try:
-        reply = await up.count_tokens(
-            {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "a b c"}]}
+        # max_tokens and stream are a generation's: count_tokens refuses them, so
+        # they are not sent; the model is the deployment's.
+        tokens = await up.count_tokens(
+            {
+                "model": "alias",
+                "max_tokens": 9,
+                "stream": True,
+                "messages": [{"role": "user", "content": "a b c"}],
+            }
         )
     finally:
         await up.close()
-    assert orjson.loads(reply.body) == {"input_tokens": 3}
+    assert tokens == 3
     assert fake.seen[0].path == "/v1/messages/count_tokens"
+    assert set(fake.seen[0].body) == {"model", "messages"}
 
 
 @pytest.mark.parametrize(

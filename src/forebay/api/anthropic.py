@@ -8,9 +8,11 @@ and only a value that is no version date at all is refused with a 400.
 Every error answered here carries an `x-request-id` (and the envelope's
 `request_id`), those refused before the pipeline included.
 
-count_tokens asks no upstream, but it is a request like any other: it needs a
-tenant's key and counts against the key's and tenant's requests-per-minute
-limits (never their token limits or budgets: it generates nothing).
+count_tokens asks the alias's provider when it can count (gateway/token_count.py)
+and estimates otherwise, saying which in `x-forebay-token-count`. It is a
+request like any other: it needs a tenant's key and counts against the key's
+and tenant's requests-per-minute limits (never their token limits or budgets:
+it generates nothing), checked before any upstream is asked.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from forebay.gateway.limits import Limiter
 from forebay.gateway.messages import count_tokens
 from forebay.gateway.pipeline import Gateway, read_body
 from forebay.gateway.recorder import new_request_id
+from forebay.gateway.token_count import HEADER as TOKEN_COUNT_HEADER
+from forebay.gateway.token_count import count_input_tokens
 from forebay.gateway.validate import parse_json
 from forebay.upstreams.base import Endpoint, WireProtocol
 
@@ -66,15 +70,16 @@ def anthropic_routes(
             return _refused(err, new_request_id())
 
     async def count(request: Request) -> Response:
-        """An estimate of the prompt's tokens (~4 characters each, its system
-        prompt and tool definitions included), not the model tokenizer's count:
-        no upstream is asked. Returned as Anthropic returns a count."""
+        """The prompt's tokens (its system prompt and tool definitions included)
+        as the deployment's provider counts them, or an estimate. Returned as
+        Anthropic returns a count."""
         request_id = new_request_id()
         try:
             principal = authenticate_tenant(keyring, request)
             check_version(header(request, b"anthropic-version"))
             body = parse_json(await read_body(request, max_body_bytes), max_body_bytes)
-            model, tokens = count_tokens(body)
+            canonical, estimate = count_tokens(body)
+            model = canonical.model
             alias = models.get(model)
             if alias is None:
                 raise not_found(f"model: {model[:200]!r} does not exist.", param="model")
@@ -83,6 +88,9 @@ def anthropic_routes(
             headers = {"x-request-id": request_id}
             if limiter is not None:
                 headers.update(await limiter.admit_request(principal, request_id))
+            deployments = gateway.deployments(alias.name)
+            tokens, source = await count_input_tokens(deployments, body, canonical, estimate)
+            headers[TOKEN_COUNT_HEADER] = source
         except ForebayError as err:
             return _refused(err, request_id)
         return Response(

@@ -47,12 +47,14 @@ from forebay.gateway.translate import (
     StreamRelay,
     TranslatingRelay,
     Translation,
+    dropped_params,
     encode_for,
     reply_bytes,
     translation,
 )
 from forebay.gateway.validate import ParsedRequest
 from forebay.protocols.canonical import GenReply
+from forebay.protocols.option_policy import DROPPED_HEADER
 from forebay.upstreams.base import Endpoint, UpstreamReply, UpstreamStream, WireProtocol
 
 log = logging.getLogger("forebay")
@@ -382,6 +384,11 @@ class Dispatcher:
         )
 
     def _respond(self, ex: Exchange, req: ParsedRequest, pool: Pool, opened: Opened) -> Response:
+        if opened.translated is not None and req.canonical is not None:
+            model = opened.lease.state.upstream.deployment.upstream_model
+            dropped = dropped_params(opened.translated, req.canonical, model)
+            if dropped:
+                ex.headers[DROPPED_HEADER] = dropped
         if opened.reply is not None and opened.body is not None:
             return self._complete(ex, req, pool, opened, opened.reply, opened.body)
         relay = _Relay(self._recorder, ex, req, pool, opened)

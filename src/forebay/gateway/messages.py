@@ -9,6 +9,7 @@ from typing import Any
 from forebay.gateway.metering import estimate_prompt_tokens
 from forebay.gateway.validate import ROUTING_OVERRIDES, ParsedRequest
 from forebay.protocols.anthropic_messages import decode_counted, decode_request
+from forebay.protocols.canonical import GenRequest
 from forebay.upstreams.base import Endpoint, WireProtocol
 
 
@@ -27,8 +28,9 @@ def parse_messages(obj: dict[str, Any]) -> ParsedRequest:
     )
 
 
-def count_tokens(obj: dict[str, Any]) -> tuple[str, int]:
-    """(model, an estimate of the input tokens) of a count_tokens body: its
-    messages, system prompt and tool definitions, at ~4 characters a token."""
+def count_tokens(obj: dict[str, Any]) -> tuple[GenRequest, int]:
+    """(the canonical request, an estimate of the input tokens) of a
+    count_tokens body: its messages, system prompt and tool definitions, at ~4
+    characters a token."""
     canonical = decode_counted(obj)
-    return canonical.model, max(1, estimate_prompt_tokens(obj))
+    return canonical, max(1, estimate_prompt_tokens(obj))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -21,6 +21,7 @@ from forebay.gateway.auth import KeyRing, authenticate_tenant, header
 from forebay.gateway.classes import CLASS_HEADER_RAW, resolve_class
 from forebay.gateway.dispatch import Dispatcher
 from forebay.gateway.failures import error_type_for
+from forebay.gateway.health import DeploymentState
 from forebay.gateway.hosted import route_native
 from forebay.gateway.limits import Limiter
 from forebay.gateway.messages import parse_messages
@@ -70,6 +71,10 @@ class Gateway:
         self._recorder = recorder
         self._dispatcher = Dispatcher(recorder, resilience, redactor or Redactor(()))
         self._limit = max_body_bytes
+
+    def deployments(self, alias: str) -> Sequence[DeploymentState]:
+        """The alias's deployments in their configured order (count_tokens asks one)."""
+        return self._traffic.pools[alias].states
 
     async def handle(
         self,

@@ -38,6 +38,7 @@ from forebay.protocols.canonical import (
     ToolArgsDelta,
     Usage,
 )
+from forebay.protocols.option_policy import param, unmet
 from forebay.protocols.registry import NoCodec, codec_for
 from forebay.protocols.sse import json_of, parse_frame
 from forebay.upstreams.base import Endpoint, WireProtocol
@@ -136,7 +137,32 @@ def encode_for(t: Translation, req: GenRequest, model: str) -> dict[str, Any]:
     """The upstream's payload; a 400 for what cannot cross to its protocol."""
     if t.inbound.name != t.outbound.name:
         check_translatable(req, WireProtocol(t.inbound.name))
+        check_options(t, req, model)
     return t.outbound.encode_request(req, model)
+
+
+def check_options(t: Translation, req: GenRequest, model: str) -> None:
+    """Refuse (400) an output form the upstream's protocol cannot give
+    (protocols/option_policy.py); what it only drops is announced on the reply."""
+    refused, _ = unmet(req, t.outbound.name, model)
+    if refused:
+        name = param(t.inbound.name, refused[0])
+        kind = req.output.kind if req.output is not None else ""
+        raise bad_request(
+            f"{name}: {kind} output is not something this deployment of '{req.model[:200]}' "
+            f"({t.outbound.name}) can produce; remove it, ask for it in the prompt, or "
+            "route this model to an upstream that supports it.",
+            param=name,
+            code="unsupported_parameter",
+        )
+
+
+def dropped_params(t: Translation, req: GenRequest, model: str) -> str:
+    """The caller's parameters the upstream ignores, for x-forebay-dropped-params."""
+    if t.inbound.name == t.outbound.name:
+        return ""
+    _, dropped = unmet(req, t.outbound.name, model)
+    return ",".join(param(t.inbound.name, name) for name in dropped)
 
 
 def reply_bytes(t: Translation, reply: GenReply) -> bytes:

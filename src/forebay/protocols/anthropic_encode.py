@@ -17,6 +17,7 @@ from forebay.protocols.canonical import (
     ToolCallPart,
     ToolResultPart,
 )
+from forebay.protocols.option_policy import thinking_budget
 from forebay.protocols.values import split_data_url
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; Chat and Responses do not
@@ -124,8 +125,13 @@ def encode_request(req: GenRequest, model: str) -> dict[str, Any]:
             body[key] = value
     if req.stop:
         body["stop_sequences"] = req.stop
-    if req.reasoning is not None and req.reasoning.budget_tokens:
-        body["thinking"] = {"type": "enabled", "budget_tokens": req.reasoning.budget_tokens}
+    reasoning = req.reasoning
+    if reasoning is not None and reasoning.budget_tokens:
+        body["thinking"] = {"type": "enabled", "budget_tokens": reasoning.budget_tokens}
+    elif reasoning is not None and reasoning.effort:  # OpenAI's effort (option_policy.py)
+        budget = thinking_budget(reasoning.effort, body["max_tokens"])
+        if budget is not None:
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
     if req.user:
         body["metadata"] = {"user_id": req.user}
     if req.stream:

@@ -41,6 +41,7 @@ from forebay.protocols.canonical import (
     ToolResultPart,
     Usage,
 )
+from forebay.protocols.option_policy import is_claude, thinking_budget
 from forebay.protocols.wire_values import (
     args_object,
     as_list,
@@ -99,7 +100,7 @@ class BedrockConverseCodec:
 
     def encode_request(self, req: GenRequest, model: str) -> dict[str, Any]:
         """The Converse body; `model` goes in the URL (the adapter's)."""
-        return encode_request(req)
+        return encode_request(req, model)
 
     def decode_reply(self, body: dict[str, Any]) -> GenReply:
         return decode_reply(body)
@@ -113,7 +114,10 @@ class BedrockConverseCodec:
 # ---------------------------------------------------------------- request
 
 
-def encode_request(req: GenRequest) -> dict[str, Any]:
+def encode_request(req: GenRequest, model: str = "") -> dict[str, Any]:
+    """The Converse body. Converse has no seed, penalties nor JSON-object mode:
+    option_policy.py drops (and announces) the first and refuses the last;
+    a reasoning effort becomes Anthropic models' `thinking` budget."""
     messages = _messages(req.messages)
     body: dict[str, Any] = {"messages": messages}
     if req.system:
@@ -141,8 +145,13 @@ def encode_request(req: GenRequest) -> dict[str, Any]:
     additional: dict[str, Any] = {}
     if req.top_k is not None:
         additional["top_k"] = req.top_k
-    if req.reasoning is not None and req.reasoning.budget_tokens:
-        additional["thinking"] = {"type": "enabled", "budget_tokens": req.reasoning.budget_tokens}
+    reasoning = req.reasoning
+    if reasoning is not None and reasoning.budget_tokens:
+        additional["thinking"] = {"type": "enabled", "budget_tokens": reasoning.budget_tokens}
+    elif reasoning is not None and reasoning.effort and is_claude(model):
+        budget = thinking_budget(reasoning.effort, req.max_output_tokens)
+        if budget is not None:
+            additional["thinking"] = {"type": "enabled", "budget_tokens": budget}
     if additional:
         body["additionalModelRequestFields"] = additional
     out = req.output

@@ -44,6 +44,7 @@ from forebay.protocols.canonical import (
     ToolResultPart,
     Usage,
 )
+from forebay.protocols.option_policy import EFFORT_BUDGET, NO_EFFORT
 from forebay.protocols.wire_values import (
     args_object,
     as_list,
@@ -87,7 +88,7 @@ class GeminiCodec:
 
     def encode_request(self, req: GenRequest, model: str) -> dict[str, Any]:
         """The body of generateContent; `model` goes in the URL (the adapter's)."""
-        return encode_request(req)
+        return encode_request(req, model)
 
     def decode_reply(self, body: dict[str, Any]) -> GenReply:
         return decode_reply(body)
@@ -101,7 +102,7 @@ class GeminiCodec:
 # ---------------------------------------------------------------- request
 
 
-def encode_request(req: GenRequest) -> dict[str, Any]:
+def encode_request(req: GenRequest, model: str = "") -> dict[str, Any]:
     body: dict[str, Any] = {"contents": _contents(req.messages)}
     if req.system:
         body["systemInstruction"] = {"parts": [{"text": p.text} for p in req.system]}
@@ -115,7 +116,7 @@ def encode_request(req: GenRequest) -> dict[str, Any]:
         body["tools"] = [{"functionDeclarations": decls}]
     if req.tool_choice is not None:
         body["toolConfig"] = {"functionCallingConfig": _calling_config(req)}
-    config = _generation_config(req)
+    config = _generation_config(req, model)
     if config:
         body["generationConfig"] = config
     for key, value in req.extras.get(NAME, {}).items():  # safetySettings, cachedContent, ...
@@ -140,7 +141,7 @@ def _calling_config(req: GenRequest) -> dict[str, Any]:
     return {"mode": "AUTO"}
 
 
-def _generation_config(req: GenRequest) -> dict[str, Any]:
+def _generation_config(req: GenRequest, model: str) -> dict[str, Any]:
     config: dict[str, Any] = {}
     pairs: tuple[tuple[str, Any], ...] = (
         ("maxOutputTokens", req.max_output_tokens),
@@ -166,10 +167,30 @@ def _generation_config(req: GenRequest) -> dict[str, Any]:
         thinking: dict[str, Any] = {}
         if reasoning.budget_tokens is not None:
             thinking["thinkingBudget"] = reasoning.budget_tokens
-        if reasoning.budget_tokens != 0:
+        elif reasoning.effort:
+            thinking.update(_effort(reasoning.effort, model))
+        if thinking.get("thinkingBudget") != 0 and reasoning.effort != NO_EFFORT:
             thinking["includeThoughts"] = True  # the client asked to see reasoning
         config["thinkingConfig"] = thinking
     return config
+
+
+def _effort(effort: str, model: str) -> dict[str, Any]:
+    """OpenAI's reasoning effort as Gemini's control: `thinkingLevel` on Gemini 3
+    (Flash takes minimal / low / medium / high, Pro only low / high, and neither
+    can stop thinking), `thinkingBudget` tokens before it (0: no thinking). An
+    effort that is not OpenAI's sets nothing (option_policy announces it dropped)."""
+    if "gemini-3" in model:
+        if "flash" in model:
+            level = {"none": "minimal", "xhigh": "high"}.get(effort, effort)
+        else:
+            level = "low" if effort in ("none", "minimal", "low") else "high"
+        known = effort == NO_EFFORT or effort in EFFORT_BUDGET
+        return {"thinkingLevel": level} if known else {}
+    if effort == NO_EFFORT:
+        return {"thinkingBudget": 0}
+    budget = EFFORT_BUDGET.get(effort)
+    return {} if budget is None else {"thinkingBudget": budget}
 
 
 def _contents(messages: list[Message]) -> list[dict[str, Any]]:

@@ -22,12 +22,26 @@ import orjson
 
 from forebay.config.settings import Deployment
 from forebay.errors import UpstreamFailure
-from forebay.upstreams.base import Endpoint, UpstreamReply, WireProtocol
+from forebay.upstreams.base import Endpoint, WireProtocol, token_count
 from forebay.upstreams.http_base import HttpUpstream, status_failure, unsupported
 from forebay.upstreams.probe import ProbeTarget
 from forebay.upstreams.retry_hints import QUOTA_COOLDOWN_S, anthropic_reset, retry_after
 
 SPEND_LIMIT = "enforced_spend_limit_reached"
+# The body fields of count_tokens (Anthropic's API reference).
+_COUNTED = frozenset(
+    {
+        "messages",
+        "system",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "mcp_servers",
+        "context_management",
+        "output_config",
+        "output_format",
+    }
+)
 
 
 class AnthropicUpstream(HttpUpstream):
@@ -48,9 +62,14 @@ class AnthropicUpstream(HttpUpstream):
             raise unsupported(self.deployment, endpoint)
         return self._messages
 
-    async def count_tokens(self, payload: dict[str, Any]) -> UpstreamReply:
-        """POST /v1/messages/count_tokens: `{"input_tokens": N}`, free of charge."""
-        return await self._exchange(f"{self._messages}/count_tokens", payload)
+    async def count_tokens(self, payload: dict[str, Any]) -> int:
+        """POST /v1/messages/count_tokens with a Messages body (its model this
+        deployment's): `{"input_tokens": N}`, free of charge. Fields the endpoint
+        does not take (max_tokens, stream, sampling) are left out, as it refuses them."""
+        body = {k: v for k, v in payload.items() if k in _COUNTED}
+        body["model"] = self.deployment.upstream_model
+        reply = await self._exchange(f"{self._messages}/count_tokens", body)
+        return token_count(reply, "input_tokens")
 
     def _probe_target(self) -> ProbeTarget:
         return ProbeTarget(

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 from forebay.config.settings import Deployment
+from forebay.errors import UpstreamFailure
 
 if TYPE_CHECKING:
     from forebay.upstreams.probe import ProbeResult
@@ -37,6 +40,27 @@ class WireProtocol(StrEnum):
 class UpstreamReply:
     status: int
     body: bytes
+
+
+class TokenCounter(Protocol):
+    """An upstream whose provider counts a prompt's tokens without generating
+    (Anthropic count_tokens, Gemini countTokens, Bedrock CountTokens). The
+    payload is a generation body in the upstream's own protocol; the answer is
+    the provider's count of its input tokens."""
+
+    async def count_tokens(self, payload: dict[str, Any]) -> int: ...
+
+
+def token_count(reply: UpstreamReply, field: str) -> int:
+    """The count in a token-counting answer `{field: N}`; a protocol failure
+    (a garbled answer) otherwise."""
+    try:
+        value = orjson.loads(reply.body).get(field)
+    except (orjson.JSONDecodeError, AttributeError):
+        value = None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise UpstreamFailure("protocol", f"the upstream's token count has no {field}")
+    return value
 
 
 class UpstreamStream(Protocol):

@@ -1,5 +1,6 @@
-"""Amazon Bedrock's Converse API as an upstream: POST {base}/model/{modelId}/converse
-and /converse-stream (AWS event-stream frames, decoded by the codec), on
+"""Amazon Bedrock's Converse API as an upstream: POST {base}/model/{modelId}/converse,
+/converse-stream (AWS event-stream frames, decoded by the codec) and
+/count-tokens (CountTokens), on
 https://bedrock-runtime.{region}.amazonaws.com, signed with SigV4 (aws_auth.py).
 
 A transport: it sends the Converse body the codec (protocols/bedrock_converse.py)
@@ -23,7 +24,7 @@ import orjson
 from forebay.config.settings import AwsSettings, Deployment
 from forebay.errors import UpstreamFailure
 from forebay.upstreams.aws_auth import AwsAuth
-from forebay.upstreams.base import Endpoint, UpstreamReply, WireProtocol
+from forebay.upstreams.base import Endpoint, UpstreamReply, WireProtocol, token_count
 from forebay.upstreams.http_session import PooledSession, Reply, probe_verdict
 from forebay.upstreams.probe import ProbeResult
 from forebay.upstreams.retry_hints import retry_after
@@ -34,6 +35,8 @@ _FORGET = frozenset(
     {"ExpiredTokenException", "UnrecognizedClientException", "InvalidSignatureException"}
 )
 _RESTATED = {"ModelErrorException": 502}
+# ConverseTokensRequest's fields (the Bedrock API reference).
+_COUNTED = frozenset({"messages", "system", "toolConfig", "additionalModelRequestFields"})
 _RETRY_AFTER = {"ModelNotReadyException": "2", "ThrottlingException": "1"}
 
 
@@ -85,6 +88,20 @@ class BedrockUpstream:
             raise self._failure(failed)
         assert stream is not None
         return stream
+
+    async def count_tokens(self, payload: dict[str, Any]) -> int:
+        """POST /model/{modelId}/count-tokens (CountTokens) with the Converse
+        body's messages, system, toolConfig and additionalModelRequestFields as
+        `{"input": {"converse": ...}}`: `{"inputTokens": N}`. Only some models
+        count (AWS answers the others 400 ValidationException)."""
+        converse = {k: v for k, v in payload.items() if k in _COUNTED}
+        url = f"{self.base_url}/model/{self._model}/count-tokens"
+        body = orjson.dumps({"input": {"converse": converse}})
+        headers = await self._signed(url, body, "application/json")
+        reply = await self._http.fetch("POST", url, data=body, headers=headers)
+        if reply.status >= 400:
+            raise self._failure(reply)
+        return token_count(UpstreamReply(reply.status, reply.body), "inputTokens")
 
     async def probe(self, timeout_s: float) -> ProbeResult:
         """A signed Converse call with no messages: AWS checks the signature, the

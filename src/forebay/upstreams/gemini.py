@@ -1,5 +1,5 @@
-"""Google's Gemini API as an upstream: POST {base}/v1beta/models/{model}:generateContent
-and :streamGenerateContent?alt=sse, the key in `x-goog-api-key`.
+"""Google's Gemini API as an upstream: POST {base}/v1beta/models/{model}:generateContent,
+:streamGenerateContent?alt=sse and :countTokens, the key in `x-goog-api-key`.
 
 A transport: it sends the Gemini body the codec (protocols/gemini.py) made and
 returns bytes. Google's errors, `{"error": {"code", "message", "status",
@@ -22,7 +22,7 @@ import orjson
 
 from forebay.config.settings import Deployment
 from forebay.errors import UpstreamFailure
-from forebay.upstreams.base import Endpoint, UpstreamReply, WireProtocol
+from forebay.upstreams.base import Endpoint, UpstreamReply, WireProtocol, token_count
 from forebay.upstreams.http_session import PooledSession, Reply, probe_verdict
 from forebay.upstreams.probe import ProbeResult
 from forebay.upstreams.retry_hints import retry_after
@@ -77,6 +77,17 @@ class GeminiUpstream:
         assert stream is not None
         return stream
 
+    async def count_tokens(self, payload: dict[str, Any]) -> int:
+        """POST :countTokens with the generateContent body as its
+        `generateContentRequest` (which names the model), so the system
+        instruction and tool declarations are counted too: `{"totalTokens": N}`."""
+        request = {**_strip_model(payload), "model": self._model_path}
+        data = orjson.dumps({"generateContentRequest": request})
+        reply = await self._http.fetch("POST", self._url("countTokens"), data=data)
+        if reply.status >= 400:
+            raise gemini_failure(reply)
+        return token_count(UpstreamReply(reply.status, reply.body), "totalTokens")
+
     async def probe(self, timeout_s: float) -> ProbeResult:
         """GET {base}/v1beta/models/{model}: the key, the base URL and the model at once."""
         name = self.deployment.name
@@ -105,9 +116,13 @@ class GeminiUpstream:
 def _body(endpoint: Endpoint, payload: dict[str, Any]) -> bytes:
     if endpoint in (Endpoint.EMBEDDINGS, Endpoint.COMPLETIONS):
         raise UpstreamFailure("protocol", f"a gemini deployment does not serve /{endpoint.value}")
+    return orjson.dumps(_strip_model(payload))
+
+
+def _strip_model(payload: dict[str, Any]) -> dict[str, Any]:
     if "model" in payload:  # the model is in the URL; Gemini refuses unknown fields
-        payload = {k: v for k, v in payload.items() if k != "model"}
-    return orjson.dumps(payload)
+        return {k: v for k, v in payload.items() if k != "model"}
+    return payload
 
 
 def _error(body: bytes) -> dict[str, Any]:
