@@ -41,13 +41,13 @@ from forebay.protocols.canonical import (
     ToolResultPart,
     Usage,
 )
+from forebay.protocols.values import split_data_url
 from forebay.protocols.wire_values import (
     args_object,
     as_list,
     as_object,
     as_str,
     count,
-    data_url,
     new_id,
 )
 
@@ -254,9 +254,9 @@ def _source(url: str | None, data: str | None, where: str) -> tuple[dict[str, An
         return {"bytes": data}, None
     if url and url.startswith("s3://"):
         return {"s3Location": {"uri": url}}, None
-    inline = data_url(url or "")
+    media, inline = split_data_url(url or "")
     if inline is not None:
-        return {"bytes": inline[1]}, inline[0]
+        return {"bytes": inline}, media
     raise bad_request(
         "Bedrock takes images and documents inline (base64 or a data: URL) or from S3 "
         "(s3://...), not from a web URL",

@@ -44,13 +44,13 @@ from forebay.protocols.canonical import (
     ToolResultPart,
     Usage,
 )
+from forebay.protocols.values import split_data_url
 from forebay.protocols.wire_values import (
     args_object,
     as_list,
     as_object,
     as_str,
     count,
-    data_url,
     new_id,
 )
 
@@ -238,9 +238,9 @@ def _media(part: ImagePart | FilePart, where: str) -> dict[str, Any]:
     uri = part.url or (part.file_id if isinstance(part, FilePart) else None)
     if not uri:
         raise bad_request("a media part has neither data nor a URL", param=where)
-    inline = data_url(uri)
+    inline_type, inline = split_data_url(uri)
     if inline is not None:
-        return {"inlineData": {"mimeType": inline[0] or mime or "image/png", "data": inline[1]}}
+        return {"inlineData": {"mimeType": inline_type or mime or "image/png", "data": inline}}
     file_data: dict[str, Any] = {"fileUri": uri}
     if mime:
         file_data["mimeType"] = mime

@@ -28,7 +28,7 @@ from forebay.protocols.canonical import (
     ToolCallPart,
     ToolResultPart,
 )
-from forebay.protocols.values import split_data_url
+from forebay.protocols.values import data_url, split_data_url
 
 ItemRole = Literal["user", "assistant", "tool", "system", "developer"]
 ROLES = ("user", "assistant", "system", "developer")
@@ -299,7 +299,7 @@ def encode_content(part: Part, *, output: bool) -> dict[str, Any]:
     if isinstance(part, ImagePart):
         url = part.url
         if part.data is not None:
-            url = f"data:{part.media_type or 'image/png'};base64,{part.data}"
+            url = data_url(part.media_type or "image/png", part.data)
         image: dict[str, Any] = {"type": "input_image", "detail": part.detail or "auto"}
         if url is not None:
             image["image_url"] = url
@@ -309,7 +309,7 @@ def encode_content(part: Part, *, output: bool) -> dict[str, Any]:
     if isinstance(part, FilePart):
         out: dict[str, Any] = {"type": "input_file"}
         if part.data is not None:
-            out["file_data"] = f"data:{part.media_type or 'application/pdf'};base64,{part.data}"
+            out["file_data"] = data_url(part.media_type or "application/pdf", part.data)
         for key, value in (
             ("file_id", part.file_id),
             ("file_url", part.url),

@@ -57,14 +57,19 @@ def opt_bool(value: Any, where: str) -> bool | None:
 
 
 def split_data_url(url: str) -> tuple[str | None, str | None]:
-    """(media type, base64 data) of a `data:<type>;base64,<data>` URL; (None, None) else."""
+    """(media type, base64 data) of a `data:<type>[;<param>...];base64,<data>` URL,
+    or (None, None) for any other URL. Parameters (`;charset=...`) are dropped:
+    every wire that takes inline media wants the bare type. The one parser of
+    data URLs, for client bodies (Chat, Responses) and upstream ones (Anthropic,
+    Gemini, Bedrock) alike."""
     if not url.startswith("data:"):
         return None, None
     head, sep, data = url[5:].partition(",")
     if not sep or not head.endswith(";base64"):
         return None, None
-    return head[: -len(";base64")] or None, data
+    return head.partition(";")[0].strip() or None, data
 
 
 def data_url(media_type: str, data: str) -> str:
+    """A base64 `data:` URL (the inverse of split_data_url)."""
     return f"data:{media_type};base64,{data}"
