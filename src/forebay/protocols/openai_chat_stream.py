@@ -32,16 +32,15 @@ from forebay.protocols.canonical import (
     Usage,
 )
 from forebay.protocols.openai_chat_terms import finish_reason, stop_of, usage_body, usage_of
-from forebay.protocols.sse import SseFrames, data_event, json_of, parse_frame
+from forebay.protocols.sse import SseDecoder, data_event, json_of
 
 DONE = b"[DONE]"
 
 
-class ChatStreamDecoder:
+class ChatStreamDecoder(SseDecoder):
     def __init__(self) -> None:
-        self._frames = SseFrames()
+        super().__init__()
         self._started = False
-        self._ended = False
         self._open: int | None = None  # the part being streamed
         self._next = 0
         self._text: int | None = None
@@ -50,29 +49,14 @@ class ChatStreamDecoder:
         self._stop: StopReason | None = None
         self._usage: Usage | None = None
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for _, data in self._frames.feed(chunk):
-            if not self._ended:
-                self._event(data, out)
-        return out
+    def _whole(self, data: bytes) -> bool:
+        return data == DONE or json_of(data) is not None
 
-    def close(self) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        rest = self._frames.rest()
-        if rest and not self._ended:
-            frame = parse_frame(rest)
-            if frame is None or (frame[1] != DONE and json_of(frame[1]) is None):
-                self._ended = True
-                return [StreamError("the upstream stream ended in the middle of an event")]
-            self._event(frame[1], out)
-        if not self._ended:
-            if self._stop is None:
-                self._ended = True
-                out.append(StreamError("the upstream stream ended before its last event"))
-            else:  # a finish_reason and no [DONE]: some servers end so
-                self._end(out)
-        return out
+    def _eof(self, out: list[StreamEvent]) -> None:
+        if self._stop is None:
+            super()._eof(out)
+        else:  # a finish_reason and no [DONE]: some servers end so
+            self._end(out)
 
     def _event(self, data: bytes, out: list[StreamEvent]) -> None:
         if data == DONE:
