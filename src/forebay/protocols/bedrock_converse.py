@@ -240,11 +240,12 @@ def _block(part: Part, *, where: str) -> dict[str, Any]:
             result["status"] = "error"
         return {"toolResult": result}
     assert isinstance(part, ReasoningPart)
-    if part.redacted is not None:
+    if part.redacted is not None and not part.text:
         return {"reasoningContent": {"redactedContent": part.redacted}}
     text: dict[str, Any] = {"text": part.text}
-    if part.signature:
-        text["signature"] = part.signature
+    signature = part.signature or part.redacted  # redacted: via Responses encrypted_content
+    if signature:
+        text["signature"] = signature
     return {"reasoningContent": {"reasoningText": text}}
 
 

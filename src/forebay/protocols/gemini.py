@@ -194,8 +194,8 @@ def _parts(parts: list[Part], names: dict[str, str], *, where: str) -> list[dict
     signature: str | None = None  # a bare signature belongs to the part after it
     for part in parts:
         if isinstance(part, ReasoningPart) and not part.text:
-            if part.signature:
-                signature = part.signature
+            if part.signature or part.redacted:  # redacted: via Responses encrypted_content
+                signature = part.signature or part.redacted
             continue
         wire = _part(part, names, where=where)
         if signature is not None:
@@ -226,8 +226,8 @@ def _part(part: Part, names: dict[str, str], *, where: str) -> dict[str, Any]:
         return {"functionResponse": _function_response(part, names, where)}
     assert isinstance(part, ReasoningPart)
     wire: dict[str, Any] = {"text": part.text, "thought": True}
-    if part.signature:
-        wire["thoughtSignature"] = part.signature
+    if part.signature or part.redacted:
+        wire["thoughtSignature"] = part.signature or part.redacted
     return wire
 
 
