@@ -9,7 +9,6 @@ import pytest
 from forebay.protocols import sse
 from forebay.protocols.canonical import PartStart, StreamStart, TextDelta
 from forebay.protocols.openai_responses_stream import ResponsesStreamEncoder
-from forebay.protocols.openai_responses_stream_decode import _data_lines
 
 
 def general(block: bytes) -> sse.Frame | None:
@@ -45,13 +44,6 @@ def test_frame_shortcut_equals_the_walk(block: bytes) -> None:
 )
 def test_other_shapes_take_the_walk(block: bytes, frame: sse.Frame | None) -> None:
     assert sse.parse_frame(block) == frame
-
-
-def test_responses_data_lines() -> None:
-    assert _data_lines(b'event: x\ndata: {"a":1}') == [b'{"a":1}']
-    assert _data_lines(b"event: x\ndata: 1\ndata: 2") == [b"1", b"2"]
-    assert _data_lines(b"data: [DONE]") == [b"[DONE]"]
-    assert _data_lines(b"event: x") == []
 
 
 def test_responses_text_delta_bytes_are_those_of_the_event_dict() -> None:

@@ -44,7 +44,7 @@ def frames(raw: bytes) -> list[tuple[str | None, Any]]:
 
 
 _RANDOM_ID = re.compile(rb"(?<![0-9a-f])([A-Za-z]+[-_])[0-9a-f]{24,}\b")
-_STAMP = re.compile(rb'"(created|created_at)":\s*\d+')
+_STAMP = re.compile(rb'"(created|created_at|completed_at)":\s*\d+')
 
 
 def normalise(raw: bytes) -> bytes:

@@ -63,11 +63,12 @@ def _part_out(p: Part) -> dict[str, Any] | None:
         if p.is_error:
             block["is_error"] = True
     elif isinstance(p, ReasoningPart):
-        if p.redacted is not None:
+        if p.redacted is not None and not p.text:
             return {"type": "redacted_thinking", "data": p.redacted}
-        if p.signature is None:
+        signature = p.signature or p.redacted  # thinking back from Responses encrypted_content
+        if signature is None:
             return None  # unsigned reasoning (another provider's): Anthropic refuses it
-        return {"type": "thinking", "thinking": p.text, "signature": p.signature}
+        return {"type": "thinking", "thinking": p.text, "signature": signature}
     cache = getattr(p, "cache_control", None)
     if cache is not None:
         block["cache_control"] = cache

@@ -28,7 +28,7 @@ from forebay.protocols.canonical import (
     ToolArgsDelta,
     Usage,
 )
-from forebay.protocols.sse import SseFrames, json_of, named_event, parse_frame
+from forebay.protocols.sse import SseDecoder, json_of, named_event
 
 # The type of each Anthropic error, by the HTTP status it goes with.
 ERROR_TYPES = {
@@ -51,34 +51,14 @@ def error_type(status: int) -> str:
     return ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
 
 
-class MessagesStreamDecoder:
+class MessagesStreamDecoder(SseDecoder):
+    CUT_SHORT = "the upstream stream ended before message_stop"
+
     def __init__(self) -> None:
-        self._frames = SseFrames()
-        self._ended = False
+        super().__init__()
         self._index: dict[int, int] = {}  # Anthropic block index -> part index
         self._usage: Usage | None = None
         self._stop: StopReason | None = None
-
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for _, data in self._frames.feed(chunk):
-            if not self._ended:
-                self._event(data, out)
-        return out
-
-    def close(self) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        rest = self._frames.rest()
-        if rest and not self._ended:
-            frame = parse_frame(rest)
-            if frame is None or json_of(frame[1]) is None:
-                self._ended = True
-                return [StreamError("the upstream stream ended in the middle of an event")]
-            self._event(frame[1], out)
-        if not self._ended:
-            self._ended = True
-            out.append(StreamError("the upstream stream ended before message_stop"))
-        return out
 
     def _event(self, data: bytes, out: list[StreamEvent]) -> None:
         obj = json_of(data)

@@ -42,13 +42,13 @@ from forebay.protocols.canonical import (
     Usage,
 )
 from forebay.protocols.option_policy import is_claude, thinking_budget
+from forebay.protocols.values import split_data_url
 from forebay.protocols.wire_values import (
     args_object,
     as_list,
     as_object,
     as_str,
     count,
-    data_url,
     new_id,
 )
 
@@ -249,11 +249,12 @@ def _block(part: Part, *, where: str) -> dict[str, Any]:
             result["status"] = "error"
         return {"toolResult": result}
     assert isinstance(part, ReasoningPart)
-    if part.redacted is not None:
+    if part.redacted is not None and not part.text:
         return {"reasoningContent": {"redactedContent": part.redacted}}
     text: dict[str, Any] = {"text": part.text}
-    if part.signature:
-        text["signature"] = part.signature
+    signature = part.signature or part.redacted  # redacted: via Responses encrypted_content
+    if signature:
+        text["signature"] = signature
     return {"reasoningContent": {"reasoningText": text}}
 
 
@@ -263,9 +264,9 @@ def _source(url: str | None, data: str | None, where: str) -> tuple[dict[str, An
         return {"bytes": data}, None
     if url and url.startswith("s3://"):
         return {"s3Location": {"uri": url}}, None
-    inline = data_url(url or "")
+    media, inline = split_data_url(url or "")
     if inline is not None:
-        return {"bytes": inline[1]}, inline[0]
+        return {"bytes": inline}, media
     raise bad_request(
         "Bedrock takes images and documents inline (base64 or a data: URL) or from S3 "
         "(s3://...), not from a web URL",

@@ -83,7 +83,14 @@ class ToolResultPart:
 class ReasoningPart:
     """Model reasoning: readable `text` (a summary or Anthropic thinking), an
     opaque `signature` that must go back verbatim to the provider that made it,
-    or `redacted` data (Anthropic `redacted_thinking`, OpenAI encrypted content)."""
+    or `redacted` data (Anthropic `redacted_thinking`, OpenAI encrypted content).
+
+    A part with a signature and no text is a Gemini thought signature, bound to
+    the part after it (a function call, usually). Wires with one opaque field
+    (Responses `encrypted_content`) carry `redacted` else `signature` in it and
+    decode it as `redacted`; so an upstream encoder that needs a signature takes
+    `signature or redacted` for a part with text (Anthropic, Bedrock) and for
+    any part (Gemini, which has no redacted reasoning)."""
 
     text: str = ""
     signature: str | None = None

@@ -45,13 +45,13 @@ from forebay.protocols.canonical import (
     Usage,
 )
 from forebay.protocols.option_policy import EFFORT_BUDGET, NO_EFFORT
+from forebay.protocols.values import split_data_url
 from forebay.protocols.wire_values import (
     args_object,
     as_list,
     as_object,
     as_str,
     count,
-    data_url,
     new_id,
 )
 
@@ -215,8 +215,8 @@ def _parts(parts: list[Part], names: dict[str, str], *, where: str) -> list[dict
     signature: str | None = None  # a bare signature belongs to the part after it
     for part in parts:
         if isinstance(part, ReasoningPart) and not part.text:
-            if part.signature:
-                signature = part.signature
+            if part.signature or part.redacted:  # redacted: via Responses encrypted_content
+                signature = part.signature or part.redacted
             continue
         wire = _part(part, names, where=where)
         if signature is not None:
@@ -247,8 +247,8 @@ def _part(part: Part, names: dict[str, str], *, where: str) -> dict[str, Any]:
         return {"functionResponse": _function_response(part, names, where)}
     assert isinstance(part, ReasoningPart)
     wire: dict[str, Any] = {"text": part.text, "thought": True}
-    if part.signature:
-        wire["thoughtSignature"] = part.signature
+    if part.signature or part.redacted:
+        wire["thoughtSignature"] = part.signature or part.redacted
     return wire
 
 
@@ -259,9 +259,9 @@ def _media(part: ImagePart | FilePart, where: str) -> dict[str, Any]:
     uri = part.url or (part.file_id if isinstance(part, FilePart) else None)
     if not uri:
         raise bad_request("a media part has neither data nor a URL", param=where)
-    inline = data_url(uri)
+    inline_type, inline = split_data_url(uri)
     if inline is not None:
-        return {"inlineData": {"mimeType": inline[0] or mime or "image/png", "data": inline[1]}}
+        return {"inlineData": {"mimeType": inline_type or mime or "image/png", "data": inline}}
     file_data: dict[str, Any] = {"fileUri": uri}
     if mime:
         file_data["mimeType"] = mime

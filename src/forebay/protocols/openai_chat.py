@@ -5,6 +5,9 @@ openai_chat_stream.py.
 Chat has no place for a few canonical things, and the encoder drops them
 rather than invent one: reasoning parts in the prompt (they are the model's
 own; no Chat server takes them back), cache_control marks, a thinking budget.
+Signed reasoning (Gemini thought signatures, Anthropic and Bedrock thinking)
+reaches Chat clients and comes back from them by the conventions in
+openai_chat_reasoning.py.
 """
 
 from __future__ import annotations
@@ -32,6 +35,12 @@ from forebay.protocols.canonical import (
     ToolResultPart,
 )
 from forebay.protocols.openai_chat_encode import encode_request
+from forebay.protocols.openai_chat_reasoning import (
+    decode_blocks,
+    decode_call_signature,
+    extra_content,
+    reply_reasoning,
+)
 from forebay.protocols.openai_chat_stream import ChatStreamDecoder, ChatStreamEncoder
 from forebay.protocols.openai_chat_terms import finish_reason, stop_of, usage_body, usage_of
 from forebay.protocols.values import (
@@ -103,12 +112,18 @@ def _message(m: dict[str, Any], i: int) -> Message | list[TextPart]:
     if role == "user":
         return Message("user", parts, name)
     if role == "assistant":
+        blocks = m.get("thinking_blocks")
         reasoning = m.get("reasoning_content") or m.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
+        if blocks is not None:  # signed thinking: it holds the reasoning_content's text
+            parts[:0] = decode_blocks(blocks, f"{where}.thinking_blocks")
+        elif isinstance(reasoning, str) and reasoning:
             parts.insert(0, ReasoningPart(text=reasoning))
         for j, item in enumerate(as_list(m.get("tool_calls") or [], f"{where}.tool_calls")):
             call = as_dict(item, f"{where}.tool_calls[{j}]")
             fn = as_dict(call.get("function"))
+            signed = decode_call_signature(call, f"{where}.tool_calls[{j}]")
+            if signed is not None:
+                parts.append(signed)  # Gemini's: goes back on the call after it
             parts.append(
                 ToolCallPart(
                     id=opt_str(call.get("id"), f"{where}.tool_calls[{j}].id") or f"call_{j}",
@@ -285,14 +300,23 @@ def encode_reply(reply: GenReply) -> dict[str, Any]:
     text = "".join(p.text for p in reply.parts if isinstance(p, TextPart))
     msg: dict[str, Any] = {"role": "assistant", "content": text or None}
     calls = [p for p in reply.parts if isinstance(p, ToolCallPart)]
+    blocks, signatures = reply_reasoning(reply.parts)
     if calls:
-        msg["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in calls
-        ]
+        msg["tool_calls"] = []
+        for n, c in enumerate(calls):
+            call = {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
+            if n in signatures:
+                call["extra_content"] = extra_content(signatures[n])
+            msg["tool_calls"].append(call)
     thought = "".join(p.text for p in reply.parts if isinstance(p, ReasoningPart))
     if thought:
         msg["reasoning_content"] = thought  # vLLM's and DeepSeek's field
+    if blocks:
+        msg["thinking_blocks"] = blocks  # signed reasoning (openai_chat_reasoning.py)
     body: dict[str, Any] = {
         "id": reply.id,
         "object": "chat.completion",

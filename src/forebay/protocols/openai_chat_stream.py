@@ -21,6 +21,7 @@ from forebay.protocols.canonical import (
     PartStart,
     PartStop,
     ReasoningDelta,
+    ReasoningPart,
     Stop,
     StopReason,
     StreamEnd,
@@ -31,17 +32,17 @@ from forebay.protocols.canonical import (
     ToolArgsDelta,
     Usage,
 )
+from forebay.protocols.openai_chat_reasoning import block_of, call_signature, extra_content
 from forebay.protocols.openai_chat_terms import finish_reason, stop_of, usage_body, usage_of
-from forebay.protocols.sse import SseFrames, data_event, json_of, parse_frame
+from forebay.protocols.sse import SseDecoder, data_event, json_of
 
 DONE = b"[DONE]"
 
 
-class ChatStreamDecoder:
+class ChatStreamDecoder(SseDecoder):
     def __init__(self) -> None:
-        self._frames = SseFrames()
+        super().__init__()
         self._started = False
-        self._ended = False
         self._open: int | None = None  # the part being streamed
         self._next = 0
         self._text: int | None = None
@@ -50,29 +51,14 @@ class ChatStreamDecoder:
         self._stop: StopReason | None = None
         self._usage: Usage | None = None
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for _, data in self._frames.feed(chunk):
-            if not self._ended:
-                self._event(data, out)
-        return out
+    def _whole(self, data: bytes) -> bool:
+        return data == DONE or json_of(data) is not None
 
-    def close(self) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        rest = self._frames.rest()
-        if rest and not self._ended:
-            frame = parse_frame(rest)
-            if frame is None or (frame[1] != DONE and json_of(frame[1]) is None):
-                self._ended = True
-                return [StreamError("the upstream stream ended in the middle of an event")]
-            self._event(frame[1], out)
-        if not self._ended:
-            if self._stop is None:
-                self._ended = True
-                out.append(StreamError("the upstream stream ended before its last event"))
-            else:  # a finish_reason and no [DONE]: some servers end so
-                self._end(out)
-        return out
+    def _eof(self, out: list[StreamEvent]) -> None:
+        if self._stop is None:
+            super()._eof(out)
+        else:  # a finish_reason and no [DONE]: some servers end so
+            self._end(out)
 
     def _event(self, data: bytes, out: list[StreamEvent]) -> None:
         if data == DONE:
@@ -180,6 +166,8 @@ class ChatStreamEncoder:
         self._include_usage = include_usage
         self._head: dict[str, Any] = {"id": "", "object": "chat.completion.chunk"}
         self._tools: dict[int, int] = {}  # part index -> Chat tool-call index
+        self._reasoning: dict[int, ReasoningPart] = {}  # reasoning parts still open
+        self._pending: ReasoningPart | None = None  # a signed part whose place is not known yet
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -192,10 +180,17 @@ class ChatStreamEncoder:
             call = {"index": self._tools.get(event.index, 0), "function": {"arguments": event.json}}
             return self._chunk({"tool_calls": [call]})
         if isinstance(event, ReasoningDelta):
+            part = self._reasoning.get(event.index)
+            if part is not None:
+                part.text += event.text
+                part.signature = event.signature or part.signature
+                part.redacted = event.redacted or part.redacted
             return self._chunk({"reasoning_content": event.text}) if event.text else b""
         if isinstance(event, PartStart):
+            if event.kind == "reasoning":
+                self._reasoning[event.index] = ReasoningPart(redacted=event.redacted)
             if event.kind != "tool_call":
-                return b""
+                return self._flush()
             self._tools[event.index] = n = len(self._tools)
             call = {
                 "index": n,
@@ -203,7 +198,19 @@ class ChatStreamEncoder:
                 "type": "function",
                 "function": {"name": event.tool_name, "arguments": ""},
             }
-            return self._chunk({"tool_calls": [call]})
+            pending, self._pending = self._pending, None
+            sig = call_signature(pending) if pending is not None else None
+            if sig is not None:  # Gemini's convention: the signature rides on its call
+                call["extra_content"] = extra_content(sig)
+            head = self._flush(pending) if sig is None and pending is not None else b""
+            return head + self._chunk({"tool_calls": [call]})
+        if isinstance(event, PartStop):
+            part = self._reasoning.pop(event.index, None)
+            if part is None or not (part.signature or part.redacted is not None):
+                return b""
+            out = self._flush()
+            self._pending = part  # its block goes out once the next part shows its place
+            return out
         if isinstance(event, StreamStart):
             self._head = {
                 "id": event.id,
@@ -213,13 +220,20 @@ class ChatStreamEncoder:
             }
             return self._chunk({"role": "assistant", "content": ""})
         if isinstance(event, StreamEnd):
-            out = self._chunk({}, finish_reason(event.stop))
+            out = self._flush() + self._chunk({}, finish_reason(event.stop))
             if self._include_usage and event.usage is not None:
                 out += data_event({**self._head, "choices": [], "usage": usage_body(event.usage)})
             return out + b"data: [DONE]\n\n"
-        if isinstance(event, StreamError):
-            return error_event(event.message, event.type)
-        return b""  # PartStop: Chat has no word for it
+        assert isinstance(event, StreamError)
+        return error_event(event.message, event.type)
+
+    def _flush(self, part: ReasoningPart | None = None) -> bytes:
+        """A signed reasoning part that is not a tool call's, as a thinking block."""
+        if part is None:
+            part, self._pending = self._pending, None
+        if part is None:
+            return b""
+        return self._chunk({"thinking_blocks": [block_of(part)]})
 
 
 def error_event(message: str, code: str) -> bytes:

@@ -28,7 +28,7 @@ from forebay.protocols.canonical import (
     ToolCallPart,
     ToolResultPart,
 )
-from forebay.protocols.values import split_data_url
+from forebay.protocols.values import data_url, opt_opaque, split_data_url
 
 ItemRole = Literal["user", "assistant", "tool", "system", "developer"]
 ROLES = ("user", "assistant", "system", "developer")
@@ -188,7 +188,7 @@ def _reasoning(raw: dict[str, Any], where: str) -> Item:
         if texts:
             break  # the summary, else the raw reasoning text (open-weight models)
     rid = _text(raw, "id", where, required=False)
-    encrypted = _text(raw, "encrypted_content", where, required=False)
+    encrypted = opt_opaque(raw.get("encrypted_content"), f"{where}.encrypted_content")
     return Item(
         "assistant", [ReasoningPart("\n\n".join(t or "" for t in texts), None, encrypted, rid)], rid
     )
@@ -299,7 +299,7 @@ def encode_content(part: Part, *, output: bool) -> dict[str, Any]:
     if isinstance(part, ImagePart):
         url = part.url
         if part.data is not None:
-            url = f"data:{part.media_type or 'image/png'};base64,{part.data}"
+            url = data_url(part.media_type or "image/png", part.data)
         image: dict[str, Any] = {"type": "input_image", "detail": part.detail or "auto"}
         if url is not None:
             image["image_url"] = url
@@ -309,7 +309,7 @@ def encode_content(part: Part, *, output: bool) -> dict[str, Any]:
     if isinstance(part, FilePart):
         out: dict[str, Any] = {"type": "input_file"}
         if part.data is not None:
-            out["file_data"] = f"data:{part.media_type or 'application/pdf'};base64,{part.data}"
+            out["file_data"] = data_url(part.media_type or "application/pdf", part.data)
         for key, value in (
             ("file_id", part.file_id),
             ("file_url", part.url),
@@ -345,8 +345,9 @@ def encode_item(item: Item, *, listed: bool) -> dict[str, Any]:
     elif isinstance(first, ReasoningPart):
         summary = [{"type": "summary_text", "text": first.text}] if first.text else []
         out = {"type": "reasoning", "id": first.id or item.id, "summary": summary}
-        if first.redacted is not None:
-            out["encrypted_content"] = first.redacted
+        opaque = first.redacted if first.redacted is not None else first.signature
+        if opaque is not None:
+            out["encrypted_content"] = opaque
         return out
     elif item.role == "assistant":
         if not listed:

@@ -129,8 +129,9 @@ def output_item(
             "type": "reasoning",
             "summary": [{"type": "summary_text", "text": part.text}] if part.text else [],
         }
-        if part.redacted is not None:
-            out["encrypted_content"] = part.redacted
+        opaque = part.redacted if part.redacted is not None else part.signature
+        if opaque is not None:
+            out["encrypted_content"] = opaque  # a Gemini or Bedrock signature rides here too
         return out
     raise ValueError(f"{type(part).__name__} is not an output part")
 
@@ -149,6 +150,8 @@ def response_object(
         "id": ctx.id,
         "object": "response",
         "created_at": ctx.created_at,
+        # The spec's Response has completed_at (a number, or null until it is completed).
+        "completed_at": int(time.time()) if status == "completed" else None,
         "status": status,
         "error": error,
         "incomplete_details": incomplete,

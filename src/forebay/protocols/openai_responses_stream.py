@@ -135,6 +135,8 @@ class ResponsesStreamEncoder:
         elif isinstance(event, ReasoningDelta):
             if event.redacted is not None:
                 part.redacted = event.redacted
+            elif event.signature and part.redacted is None:
+                part.redacted = event.signature  # Responses has one opaque field for both
             if event.text:
                 if not part.summary:
                     part.summary = True

@@ -25,12 +25,14 @@ from forebay.protocols.canonical import (
     ToolArgsDelta,
 )
 from forebay.protocols.openai_responses_reply import stop_of, usage_of
+from forebay.protocols.sse import SseDecoder
 
 
-class ResponsesStreamDecoder:
+class ResponsesStreamDecoder(SseDecoder):
+    CUT_SHORT = "The upstream's Responses stream ended before response.completed."
+
     def __init__(self) -> None:
-        self._buf = b""
-        self._done = False
+        super().__init__()
         self._started = False
         self._next = 0
         self._index: dict[tuple[Any, ...], int] = {}  # ("item", oi) / ("part", oi, ci) -> index
@@ -40,44 +42,18 @@ class ResponsesStreamDecoder:
         self._tool_calls = False
         self._refused = False
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
-        if self._done:
-            return []
-        data = (self._buf + chunk).replace(b"\r\n", b"\n")
-        blocks = data.split(b"\n\n")
-        self._buf = blocks.pop()
-        out: list[StreamEvent] = []
-        for block in blocks:
-            if not self.ended:
-                self._block(block, out)
-        return out
-
-    @property
-    def ended(self) -> bool:
-        return self._done
-
-    def close(self) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        rest, self._buf = self._buf.strip(), b""
-        if rest and not self._done:
-            self._block(rest, out)
-        if not self._done:
-            self._done = True
-            out.append(
-                StreamError("The upstream's Responses stream ended before response.completed.")
-            )
-        return out
+    def _whole(self, data: bytes) -> bool:
+        return True  # a last event without its blank line is read, and fails if garbled
 
     def _fail(self, out: list[StreamEvent], why: str) -> None:
-        self._done = True
+        self._ended = True
         out.append(StreamError(f"The upstream's Responses stream is malformed: {why}."))
 
-    def _block(self, block: bytes, out: list[StreamEvent]) -> None:
-        lines = _data_lines(block)
-        if not lines or lines == [b"[DONE]"]:
+    def _event(self, data: bytes, out: list[StreamEvent]) -> None:
+        if not data or data == b"[DONE]":
             return
         try:
-            obj = orjson.loads(b"\n".join(lines))
+            obj = orjson.loads(data)
         except orjson.JSONDecodeError:
             self._fail(out, "an event's data is not JSON")
             return
@@ -85,7 +61,7 @@ class ResponsesStreamDecoder:
             self._fail(out, "an event's data is not an object")
             return
         try:
-            self._event(obj, out)
+            self._wire_event(obj, out)
         except (KeyError, TypeError, ValueError, AttributeError):
             self._fail(out, f"a {str(obj.get('type'))[:60]} event lacks its fields")
 
@@ -101,11 +77,11 @@ class ResponsesStreamDecoder:
             self._open.discard(index)
             out.append(PartStop(index))
 
-    def _event(self, obj: dict[str, Any], out: list[StreamEvent]) -> None:
+    def _wire_event(self, obj: dict[str, Any], out: list[StreamEvent]) -> None:
         kind = obj.get("type")
         if kind == "error":
             err: dict[str, Any] = obj["error"] if isinstance(obj.get("error"), dict) else obj
-            self._done = True
+            self._ended = True
             out.append(_error(err, "the upstream reported an error"))
             return
         if kind == "response.created":
@@ -184,7 +160,7 @@ class ResponsesStreamDecoder:
     def _finish(self, resp: dict[str, Any], out: list[StreamEvent]) -> None:
         for index in sorted(self._open):
             self._stop(index, out)
-        self._done = True
+        self._ended = True
         if resp.get("status") == "failed":
             err: dict[str, Any] = resp["error"] if isinstance(resp.get("error"), dict) else {}
             out.append(_error(err, "the upstream's response failed"))
@@ -199,17 +175,3 @@ def _error(err: dict[str, Any], fallback: str) -> StreamError:
     code = err.get("code")
     kind = code[:100] if isinstance(code, str) and code else "upstream_stream_error"
     return StreamError(str(err.get("message") or fallback)[:1000], type=kind)
-
-
-def _data_lines(block: bytes) -> list[bytes]:
-    """The `data:` lines of one event; its usual shape (`event:` then one `data:`
-    line) is cut without splitting it into lines."""
-    first = block.find(b"\n")
-    if (
-        first >= 0
-        and block.startswith(b"event:")
-        and block.startswith(b"data:", first + 1)
-        and block.find(b"\n", first + 1) < 0
-    ):
-        return [block[first + 6 :].lstrip()]
-    return [ln[5:].lstrip() for ln in block.split(b"\n") if ln.startswith(b"data:")]

@@ -1,10 +1,13 @@
-"""Server-sent events framing, shared by the codecs of SSE protocols."""
+"""Server-sent events framing, shared by the codecs of SSE protocols, and the
+feed/close skeleton of their stream decoders (SseDecoder)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
+
+from forebay.protocols.canonical import StreamError, StreamEvent
 
 Frame = tuple[bytes | None, bytes]  # (event name, data joined by newlines)
 
@@ -16,9 +19,13 @@ class SseFrames:
         self._buf = b""
 
     def feed(self, chunk: bytes) -> list[Frame]:
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n")
-        data = self._buf + chunk if self._buf else chunk
+        buf = self._buf
+        if buf:
+            data = buf + chunk
+            if b"\r" in chunk or buf[-1] == 13:  # a CRLF may be split across two reads
+                data = data.replace(b"\r\n", b"\n")
+        else:
+            data = chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
         end = data.rfind(b"\n\n")
         if end < 0:
             self._buf = data
@@ -30,6 +37,54 @@ class SseFrames:
         """What is left at the end of the stream (an event without its blank line)."""
         rest, self._buf = self._buf.strip(), b""
         return rest
+
+
+class SseDecoder:
+    """What every SSE stream decoder does the same way (Chat, Anthropic,
+    Responses): split the bytes into events, hand each one's data to `_event`
+    until the stream has ended (`_ended`), and at the close turn a stream cut
+    short (inside an event, or before its last one) into a StreamError.
+    Subclasses write `_event` and, when the wire has no single end event or
+    takes a last event without JSON, `_eof` and `_whole`."""
+
+    CUT_SHORT = "the upstream stream ended before its last event"
+
+    def __init__(self) -> None:
+        self._frames = SseFrames()
+        self._ended = False
+
+    def _event(self, data: bytes, out: list[StreamEvent]) -> None:
+        raise NotImplementedError
+
+    def _whole(self, data: bytes) -> bool:
+        """Whether the data of an event left without its blank line is whole."""
+        return json_of(data) is not None
+
+    def _eof(self, out: list[StreamEvent]) -> None:
+        """The stream ended, and no event ended it."""
+        self._ended = True
+        out.append(StreamError(self.CUT_SHORT))
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        for _, data in self._frames.feed(chunk):
+            if self._ended:
+                break
+            self._event(data, out)
+        return out
+
+    def close(self) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        rest = self._frames.rest()
+        if rest and not self._ended:
+            frame = parse_frame(rest)
+            if frame is None or not self._whole(frame[1]):
+                self._ended = True
+                return [StreamError("the upstream stream ended in the middle of an event")]
+            self._event(frame[1], out)
+        if not self._ended:
+            self._eof(out)
+        return out
 
 
 def parse_frame(block: bytes) -> Frame | None:

@@ -56,15 +56,35 @@ def opt_bool(value: Any, where: str) -> bool | None:
     raise bad_request(f"{where} must be true or false.", param=where)
 
 
+MAX_OPAQUE = 1 << 20  # a reasoning signature or encrypted blob: a few KB in practice
+
+
+def opt_opaque(value: Any, where: str) -> str | None:
+    """An opaque value a client sends back verbatim (a reasoning signature,
+    encrypted reasoning): a string of sane size, else a 400."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise bad_request(f"{where} must be a string.", param=where)
+    if len(value) > MAX_OPAQUE:
+        raise bad_request(f"{where} is longer than {MAX_OPAQUE} characters.", param=where)
+    return value
+
+
 def split_data_url(url: str) -> tuple[str | None, str | None]:
-    """(media type, base64 data) of a `data:<type>;base64,<data>` URL; (None, None) else."""
+    """(media type, base64 data) of a `data:<type>[;<param>...];base64,<data>` URL,
+    or (None, None) for any other URL. Parameters (`;charset=...`) are dropped:
+    every wire that takes inline media wants the bare type. The one parser of
+    data URLs, for client bodies (Chat, Responses) and upstream ones (Anthropic,
+    Gemini, Bedrock) alike."""
     if not url.startswith("data:"):
         return None, None
     head, sep, data = url[5:].partition(",")
     if not sep or not head.endswith(";base64"):
         return None, None
-    return head[: -len(";base64")] or None, data
+    return head.partition(";")[0].strip() or None, data
 
 
 def data_url(media_type: str, data: str) -> str:
+    """A base64 `data:` URL (the inverse of split_data_url)."""
     return f"data:{media_type};base64,{data}"

@@ -1,10 +1,10 @@
-"""Small conversions the native upstream codecs (Gemini, Bedrock) share: what a
-data URL holds, tool arguments as the JSON object these wires want, token
-counts fitted to sane bounds, and ids for replies whose wire carries none."""
+"""Small conversions the native upstream codecs (Gemini, Bedrock) share: tool
+arguments as the JSON object these wires want, token counts fitted to sane
+bounds, and ids for replies whose wire carries none. (Data URLs are parsed by
+values.split_data_url, the one parser client and upstream sides share.)"""
 
 from __future__ import annotations
 
-import re
 import secrets
 from typing import Any
 
@@ -12,14 +12,7 @@ import orjson
 
 from forebay.errors import UpstreamFailure, bad_request
 
-_DATA_URL = re.compile(r"^data:([^;,]+)?(?:;[^,]*)?;base64,(.*)$", re.DOTALL)
 MAX_COUNT = 1 << 40  # no request uses a trillion tokens; anything larger is garbage
-
-
-def data_url(url: str) -> tuple[str | None, str] | None:
-    """(media type, base64 data) of a base64 `data:` URL, or None for any other URL."""
-    match = _DATA_URL.match(url)
-    return (match.group(1), match.group(2)) if match else None
 
 
 def args_object(arguments: str, *, param: str) -> dict[str, Any]:
