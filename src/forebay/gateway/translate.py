@@ -227,6 +227,8 @@ class PassThroughRelay:
         self._encoder = codec.stream_encoder(include_usage=False)
         self._redact = redactor.redact
         self._ends_only = protocol is WireProtocol.OPENAI_RESPONSES
+        self._delta = _DELTA if not self._ends_only else _TEXT_DELTA
+        self._at = len(self._delta)
         self._buf = b""
         self._stopped = False
         self.usage: Usage | None = None
@@ -247,6 +249,15 @@ class PassThroughRelay:
             return b""
         self._buf = data[end + 2 :]
         complete = data[: end + 2]
+        # The usual read, one content delta (one `data:` line): counted and
+        # checked to be a JSON object without the walk over events.
+        if complete.startswith(self._delta) and complete.find(b"\n", self._at) == end:
+            try:
+                if type(orjson.loads(complete[self._at : end])) is dict:
+                    self.content_events += 1
+                    return self._redact(complete)
+            except orjson.JSONDecodeError:
+                pass
         wanted, cut = self._skim(complete)
         if wanted and self._meter(self._decoder.feed(wanted)):
             cut = self._garbled_kept(complete, cut)
@@ -267,30 +278,32 @@ class PassThroughRelay:
         nothing to meter: they are only checked to be JSON objects (and deltas
         counted), and the client gets their bytes untouched."""
         kept: list[bytes] = []
-        at = 0
-        cut = -1
-        for block in complete.split(b"\n\n"):
-            start = at
-            at += len(block) + 2
-            if not block:
-                continue
-            if block.startswith(b"event:"):
-                line = block.find(b"\n")
-                name = block[6:line].strip() if line > 0 else b""
-                if name in _SKIPPED or name.endswith(b".delta"):
-                    counted = name != b"ping"
-                elif self._ends_only and name not in _RESPONSES_METERED:
-                    counted = False
-                else:
+        blocks = complete.split(b"\n\n")
+        for i, block in enumerate(blocks):
+            if not block.startswith(b"event:"):
+                if block:
                     kept.append(block)
-                    continue
-                if not _is_object(block, line):
-                    cut = start
-                    break
-                self.content_events += counted
                 continue
-            kept.append(block)
-        return (b"\n\n".join(kept) + b"\n\n" if kept else b""), cut
+            line = block.find(b"\n")
+            name = block[6:line].strip() if line > 0 else b""
+            if name in _SKIPPED or name.endswith(b".delta"):
+                self.content_events += name != b"ping"
+            elif self._ends_only and name not in _RESPONSES_METERED:
+                pass
+            else:
+                kept.append(block)
+                continue
+            # The usual shape, one `data:` line after the `event:` line, is read
+            # as it is; any other (or no JSON object) is looked at again.
+            if block.startswith(b"data: ", line + 1):
+                try:
+                    if type(orjson.loads(block[line + 7 :])) is dict:
+                        continue
+                except orjson.JSONDecodeError:
+                    pass
+            if not _is_object(block):
+                return _joined(kept), sum(len(b) + 2 for b in blocks[:i])
+        return _joined(kept), -1
 
     def _garbled_kept(self, complete: bytes, cut: int) -> int:
         """The decoder stopped at an error: where the first garbled event of
@@ -341,19 +354,17 @@ class PassThroughRelay:
         return failed
 
 
+# The start of the commonest content delta of each stream.
+_DELTA = b"event: content_block_delta\ndata: "
+_TEXT_DELTA = b"event: response.output_text.delta\ndata: "
 # The upstream's own mid-stream errors (a garbled event after one is not ours to report).
 _UPSTREAM_ERRORS = frozenset({b"error", b"response.failed"})
 
 
-def _is_object(block: bytes, line: int) -> bool:
-    """Whether a delta's data is a JSON object; its usual shape (one `data:`
-    line after the `event:` line) is cut without parse_frame's walk."""
-    if block.startswith(b"data: ", line + 1) and block.find(b"\n", line + 1) < 0:
-        data = block[line + 7 :]
-    else:
-        frame = parse_frame(block)
-        data = frame[1] if frame is not None else b""
-    try:
-        return type(orjson.loads(data)) is dict
-    except orjson.JSONDecodeError:
-        return False
+def _is_object(block: bytes) -> bool:
+    frame = parse_frame(block)
+    return frame is not None and json_of(frame[1]) is not None
+
+
+def _joined(blocks: list[bytes]) -> bytes:
+    return b"\n\n".join(blocks) + b"\n\n" if blocks else b""
