@@ -469,10 +469,13 @@ def test_a_garbled_upstream_is_a_502_and_every_slot_comes_back(gw: Gateway) -> N
     assert [e["type"] for e in events] == ["error"], events
     assert "malformed" in events[0]["message"]
     assert gw.row_for(stream.headers["x-request-id"])["status"] == 502
-    # Relayed (store: false): bytes go through as they came; the record says 502.
+    # Relayed (store: false): its first event is garbled, so the stream never
+    # started (another deployment could have been tried): a 502, no garbage.
     body = {"model": "gpt-garbled", "input": "hi", "stream": True, "store": False}
     stream = _post(gw, body)
-    assert stream.status_code == 200 and stream.text.startswith("data: {garbled")
+    assert stream.status_code == 502 and "{garbled" not in stream.text
+    assert "not a JSON object" in stream.json()["error"]["message"]
+    assert stream.json()["error"]["type"] == "upstream_error"
     assert gw.row_for(stream.headers["x-request-id"])["status"] == 502
     assert _settled(gw) == {}
 

@@ -104,3 +104,58 @@ def test_responses_pass_through_reads_an_error_event() -> None:
     _feed(relay, cut + error, 64)
     assert relay.upstream_error is not None and "boom" in relay.upstream_error["message"]
     assert relay.usage is None
+
+
+def _garble(stream: bytes, marker: bytes, data: bytes = b"{not json") -> tuple[bytes, bytes]:
+    """(the stream with the event that starts at `marker` garbled, what comes before it)."""
+    at = stream.index(marker)
+    end = stream.index(b"\n\n", at) + 2
+    name = marker.split(b"\n")[0]
+    return stream[:at] + name + b"\ndata: " + data + b"\n\n" + stream[end:], stream[:at]
+
+
+def test_pass_through_stops_at_a_garbled_delta() -> None:
+    """Relayed up to the garbled event, nothing after it, and `torn`: the
+    dispatcher ends the stream with the client's error event and a 502 row."""
+    for data in (b"{not json", b"[1, 2]", b"<html>", b""):
+        garbled, before = _garble(MESSAGES_STREAM, b"event: content_block_delta\n", data)
+        for step in (7, 64, len(garbled)):
+            relay = PassThroughRelay(WireProtocol.ANTHROPIC_MESSAGES, redactor=NO_SECRETS)
+            assert _feed(relay, garbled, step) == before, (data, step)
+            assert relay.torn and not relay.saw_done and relay.upstream_error is None
+            assert relay.feed(b"event: ping\ndata: {}\n\n") == b""  # nothing after it
+
+
+def test_pass_through_stops_at_a_garbled_event_it_decodes() -> None:
+    garbled, before = _garble(MESSAGES_STREAM, b"event: content_block_stop\n")
+    relay = PassThroughRelay(WireProtocol.ANTHROPIC_MESSAGES, redactor=NO_SECRETS)
+    assert _feed(relay, garbled, len(garbled)) == before
+    assert relay.torn and relay.upstream_error is None and relay.usage is None
+
+
+def test_responses_pass_through_stops_at_a_garbled_event() -> None:
+    for marker in (
+        b"event: response.output_text.delta\n",  # counted only
+        b"event: response.output_item.added\n",  # relayed unread
+        b"event: response.completed\n",  # decoded
+        b"event: response.created\n",
+    ):
+        garbled, before = _garble(RESPONSES_STREAM, marker)
+        relay = PassThroughRelay(WireProtocol.OPENAI_RESPONSES, redactor=NO_SECRETS)
+        assert _feed(relay, garbled, 97) == before, marker
+        assert relay.torn and not relay.saw_done and relay.upstream_error is None
+
+
+def test_the_upstreams_own_error_before_garbage_is_kept() -> None:
+    cut = MESSAGES_STREAM[: MESSAGES_STREAM.index(b"event: message_delta")]
+    error = b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"x"}}\n\n'
+    relay = PassThroughRelay(WireProtocol.ANTHROPIC_MESSAGES, redactor=NO_SECRETS)
+    out = _feed(relay, cut + error + b"event: message_stop\ndata: {garbage\n\n", 4096)
+    assert out == cut + error
+    assert relay.upstream_error is not None and relay.upstream_error["message"] == "x"
+
+
+def test_garbage_after_the_end_is_dropped_not_torn() -> None:
+    relay = PassThroughRelay(WireProtocol.ANTHROPIC_MESSAGES, redactor=NO_SECRETS)
+    out = _feed(relay, MESSAGES_STREAM + b"event: content_block_delta\ndata: }{\n\n", 4096)
+    assert out == MESSAGES_STREAM and relay.saw_done and not relay.torn

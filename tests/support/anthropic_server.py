@@ -21,6 +21,7 @@ invalid_request_error, as Anthropic answers). Behaviour by model name:
   missing        404 not_found_error ("model: missing"), as for a model it does not serve
   stream-error   streams message_start and one delta, then `event: error` (overloaded)
   garbled        200 whose body (or whose every event) is not JSON
+  garbled-mid    streams as usual, but its second content_block_delta is not JSON
   drop           closes the connection half-way through the body (streams: after
                  the first events)
   slow-<ms>      answers after <ms> milliseconds
@@ -411,10 +412,12 @@ def _events(
 async def _sse(
     events: list[tuple[str, dict[str, Any]]], model: str, gap_s: float
 ) -> AsyncIterator[bytes]:
+    deltas = 0
     for n, (name, data) in enumerate(events):
         if gap_s and n:
             await asyncio.sleep(gap_s)
-        if model == "garbled":
+        deltas += name == "content_block_delta"
+        if model == "garbled" or (model == "garbled-mid" and deltas == 2):
             yield f"event: {name}\ndata: {{not json {n}\n\n".encode()
             continue
         if model == "drop" and n == 3:

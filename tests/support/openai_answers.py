@@ -21,7 +21,9 @@ Models with a behaviour of their own (any other echoes):
                     (cached_tokens / reasoning_tokens are parts of the totals)
   mid-error         streams the first word, then the wire's error: chat
                     `data: {"error": {...}}`, Responses `event: error`
-                    (type, code, message, param, sequence_number)"""
+                    (type, code, message, param, sequence_number)
+  garbled-mid       streams as usual, but the sixth event's data is not JSON (of a
+                    Responses stream, the second text delta)"""
 
 from __future__ import annotations
 
@@ -375,7 +377,15 @@ async def _relay(events: Iterator[bytes], model: str) -> AsyncIterator[bytes]:
     for n, event in enumerate(events):
         if model == "drop" and n == 2:
             raise ConnectionResetError("the test upstream drops the stream on purpose")
-        yield b"data: {garbled\n\n" if model == "garbled" else event
+        if model == "garbled" or (model == "garbled-mid" and n == 5):
+            event = b"data: {garbled\n\n" if model == "garbled" else _garbled(event)
+        yield event
+
+
+def _garbled(event: bytes) -> bytes:
+    """The event under its own name (a Responses event's), its data not JSON."""
+    name = event.split(b"\n", 1)[0] + b"\n" if event.startswith(b"event:") else b""
+    return name + b"data: {garbled\n\n"
 
 
 async def _cut(data: bytes) -> AsyncIterator[bytes]:

@@ -28,11 +28,12 @@ from starlette.routing import Route
 from forebay.api.errors import anthropic_error_response
 from forebay.config.settings import ModelAlias
 from forebay.errors import ForebayError, bad_request, forbidden, not_found
-from forebay.gateway.auth import KeyRing, authenticate_tenant, header
+from forebay.gateway.auth import KeyRing, authenticate_tenant
 from forebay.gateway.limits import Limiter
 from forebay.gateway.messages import count_tokens
 from forebay.gateway.pipeline import Gateway, read_body
 from forebay.gateway.recorder import new_request_id
+from forebay.gateway.request_headers import request_headers
 from forebay.gateway.token_count import HEADER as TOKEN_COUNT_HEADER
 from forebay.gateway.token_count import count_input_tokens
 from forebay.gateway.validate import parse_json
@@ -63,7 +64,7 @@ def anthropic_routes(
 ) -> list[Route]:
     async def messages(request: Request) -> Response:
         try:
-            check_version(header(request, b"anthropic-version"))
+            check_version(request_headers(request).anthropic_version)
             return await gateway.handle(request, Endpoint.MESSAGES, WireProtocol.ANTHROPIC_MESSAGES)
         except ForebayError as err:
             # The pipeline's errors carry their exchange's id; those before it get one.
@@ -76,7 +77,7 @@ def anthropic_routes(
         request_id = new_request_id()
         try:
             principal = authenticate_tenant(keyring, request)
-            check_version(header(request, b"anthropic-version"))
+            check_version(request_headers(request).anthropic_version)
             body = parse_json(await read_body(request, max_body_bytes), max_body_bytes)
             canonical, estimate = count_tokens(body)
             model = canonical.model

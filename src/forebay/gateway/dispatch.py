@@ -58,6 +58,8 @@ from forebay.protocols.option_policy import DROPPED_HEADER
 from forebay.upstreams.base import Endpoint, UpstreamReply, UpstreamStream, WireProtocol
 
 log = logging.getLogger("forebay")
+# Why a relay that set `torn` before the upstream's end stopped.
+GARBLED = "the upstream sent an event whose data is not a JSON object"
 
 
 @dataclass
@@ -360,7 +362,7 @@ class Dispatcher:
             first = b""
             async for chunk in chunks:
                 first = sse.feed(chunk)
-                if first:
+                if first or sse.torn:
                     break
             else:
                 first = sse.tail()
@@ -368,6 +370,8 @@ class Dispatcher:
                     raise UpstreamFailure(
                         "protocol", "the upstream ended the stream before a whole event"
                     )
+            if not first:
+                raise UpstreamFailure("protocol", GARBLED)
         except BaseException:
             handle.release()
             raise
@@ -459,20 +463,26 @@ class _Relay:
                 if sse.saw_done:
                     self._record_before_last_bytes()
                 yield opened.first
-                async for chunk in opened.chunks:
-                    out = sse.feed(chunk)
-                    if out:
-                        ex.mark_first_token()
-                        if sse.saw_done:
-                            self._record_before_last_bytes()
-                        yield out
+                garbled = sse.torn  # a garbled event ends the relay (PassThroughRelay)
+                if not garbled:
+                    async for chunk in opened.chunks:
+                        out = sse.feed(chunk)
+                        if out:
+                            ex.mark_first_token()
+                            if sse.saw_done:
+                                self._record_before_last_bytes()
+                            yield out
+                        if sse.torn:
+                            garbled = True
+                            break
                 out = sse.tail()
                 if out:
                     if sse.saw_done:
                         self._record_before_last_bytes()
                     yield out
                 if sse.torn:
-                    raise UpstreamFailure("protocol", "the stream ended in the middle of an event")
+                    why = GARBLED if garbled else "the stream ended in the middle of an event"
+                    raise UpstreamFailure("protocol", why)
                 if sse.upstream_error is not None:
                     ex.fail(502, "upstream_stream_error")
                 self._finished = True

@@ -17,8 +17,8 @@ from forebay.config.settings import ModelAlias
 from forebay.config.traffic import ResilienceConfig
 from forebay.errors import ForebayError, forbidden, internal_error, not_found, too_large
 from forebay.gateway.admission import Pool, Ticket
-from forebay.gateway.auth import KeyRing, authenticate_tenant, header
-from forebay.gateway.classes import CLASS_HEADER_RAW, resolve_class
+from forebay.gateway.auth import KeyRing, authenticate_tenant
+from forebay.gateway.classes import resolve_class
 from forebay.gateway.dispatch import Dispatcher
 from forebay.gateway.failures import error_type_for
 from forebay.gateway.health import DeploymentState
@@ -27,12 +27,12 @@ from forebay.gateway.limits import Limiter
 from forebay.gateway.messages import parse_messages
 from forebay.gateway.recorder import Exchange, Recorder
 from forebay.gateway.redact import Redactor
+from forebay.gateway.request_headers import request_headers
 from forebay.gateway.responses import prompt_body
 from forebay.gateway.traffic import Traffic
 from forebay.gateway.validate import ParsedRequest, kind_mismatch, parse_json, parse_request
 from forebay.tenancy.keys import Principal
 from forebay.upstreams.base import Endpoint, WireProtocol
-from forebay.upstreams.passed_headers import from_client as passable_headers
 
 log = logging.getLogger("forebay")
 
@@ -96,7 +96,7 @@ class Gateway:
                 ex.protocol = protocol
                 obj = parse_json(body, self._limit)
                 req = await parse(principal, obj) if parse is not None else PARSERS[protocol](obj)
-            req.headers = passable_headers(request.scope["headers"])
+            req.headers = request_headers(request).passed
             ex.stream = req.stream
             model = self._models.get(req.model)
             if model is None:
@@ -118,7 +118,7 @@ class Gateway:
             if traffic.admission.enabled:
                 class_name, cls = resolve_class(
                     principal,
-                    header(request, CLASS_HEADER_RAW),
+                    request_headers(request).traffic_class,
                     traffic.classes,
                     traffic.admission.default_class,
                 )
@@ -196,7 +196,7 @@ class Gateway:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing anything over `limit` before it is buffered or parsed."""
-    declared = header(request, b"content-length")
+    declared = request_headers(request).content_length
     if declared is not None:
         try:
             if int(declared) > limit:

@@ -230,7 +230,8 @@ class TranslatingRelay:
 # every Responses event named `*.delta` is matched by its suffix).
 _SKIPPED = frozenset({b"content_block_delta", b"ping"})
 # Of a Responses stream only its end carries what is metered (the usage, the
-# status, an error; `created` opens it): item and part events are relayed unread.
+# status, an error; `created` opens it): item and part events are relayed
+# undecoded, only checked to be JSON objects.
 _RESPONSES_METERED = frozenset(
     {
         b"response.created",
@@ -243,13 +244,21 @@ _RESPONSES_METERED = frozenset(
 
 
 class PassThroughRelay:
+    """Relays the upstream's events as they came, up to the first garbled one
+    (data that is not a JSON object): that one and everything after it are
+    dropped and `torn` set, so the dispatcher ends the stream with the client's
+    error event and a 502 row, as for a stream cut short."""
+
     def __init__(self, protocol: WireProtocol, *, redactor: Redactor) -> None:
         codec = codec_for(protocol)
         self._decoder = codec.stream_decoder()
         self._encoder = codec.stream_encoder(include_usage=False)
         self._redact = redactor.redact
         self._ends_only = protocol is WireProtocol.OPENAI_RESPONSES
+        self._delta = _DELTA if not self._ends_only else _TEXT_DELTA
+        self._at = len(self._delta)
         self._buf = b""
+        self._stopped = False
         self.usage: Usage | None = None
         self.content_events = 0
         self.saw_done = False
@@ -257,6 +266,8 @@ class PassThroughRelay:
         self.upstream_error: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> bytes:
+        if self._stopped:
+            return b""
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n")
         data = self._buf + chunk if self._buf else chunk
@@ -266,34 +277,83 @@ class PassThroughRelay:
             return b""
         self._buf = data[end + 2 :]
         complete = data[: end + 2]
-        wanted = self._skim(complete)
-        if wanted:
-            self._meter(self._decoder.feed(wanted))
+        # The usual read, one content delta (one `data:` line): counted and
+        # checked to be a JSON object without the walk over events.
+        if complete.startswith(self._delta) and complete.find(b"\n", self._at) == end:
+            try:
+                if type(orjson.loads(complete[self._at : end])) is dict:
+                    self.content_events += 1
+                    return self._redact(complete)
+            except orjson.JSONDecodeError:
+                pass
+        wanted, cut = self._skim(complete)
+        if wanted and self._meter(self._decoder.feed(wanted)):
+            cut = self._garbled_kept(complete, cut)
+        if cut >= 0:  # nothing from the garbled event on reaches the client
+            self._stopped = True
+            # Garbage after the end, or after the upstream's error, is only dropped.
+            self.torn = not self.saw_done and self.upstream_error is None
+            self._buf = b""
+            complete = complete[:cut]
+            if not complete:
+                return b""
         return self._redact(complete)
 
-    def _skim(self, complete: bytes) -> bytes:
-        """The events the decoder must read (starts, ends, usage, errors); content
-        deltas, most of a stream, are only counted: they carry nothing to meter,
-        and the client gets their bytes untouched either way."""
+    def _skim(self, complete: bytes) -> tuple[bytes, int]:
+        """The events the decoder must read (starts, ends, usage, errors), and
+        where the first garbled event it skipped begins (-1: none). Content
+        deltas, most of a stream, and a Responses stream's item events carry
+        nothing to meter: they are only checked to be JSON objects (and deltas
+        counted), and the client gets their bytes untouched."""
         kept: list[bytes] = []
-        for block in complete.split(b"\n\n"):
-            if not block:
+        blocks = complete.split(b"\n\n")
+        for i, block in enumerate(blocks):
+            if not block.startswith(b"event:"):
+                if block:
+                    kept.append(block)
                 continue
-            if block.startswith(b"event:"):
-                line = block.find(b"\n")
-                name = block[6:line].strip() if line > 0 else b""
-                if name in _SKIPPED or name.endswith(b".delta"):
-                    if name != b"ping":
-                        self.content_events += 1
-                    continue
-                if self._ends_only and name not in _RESPONSES_METERED:
-                    continue
-            kept.append(block)
-        return b"\n\n".join(kept) + b"\n\n" if kept else b""
+            line = block.find(b"\n")
+            name = block[6:line].strip() if line > 0 else b""
+            if name in _SKIPPED or name.endswith(b".delta"):
+                self.content_events += name != b"ping"
+            elif self._ends_only and name not in _RESPONSES_METERED:
+                pass
+            else:
+                kept.append(block)
+                continue
+            # The usual shape, one `data:` line after the `event:` line, is read
+            # as it is; any other (or no JSON object) is looked at again.
+            if block.startswith(b"data: ", line + 1):
+                try:
+                    if type(orjson.loads(block[line + 7 :])) is dict:
+                        continue
+                except orjson.JSONDecodeError:
+                    pass
+            if not _is_object(block):
+                return _joined(kept), sum(len(b) + 2 for b in blocks[:i])
+        return _joined(kept), -1
+
+    def _garbled_kept(self, complete: bytes, cut: int) -> int:
+        """The decoder stopped at an error: where the first garbled event of
+        `complete` begins (else `cut`). Unless the upstream's own error event came
+        before it, the garbled one is what stopped the decoder, and the error is
+        Forebay's to report rather than the upstream's. Seldom runs."""
+        at = 0
+        theirs = False
+        for block in complete[: cut if cut >= 0 else len(complete)].split(b"\n\n"):
+            frame = parse_frame(block) if block else None
+            if frame is not None:
+                if frame[1] != b"[DONE]" and json_of(frame[1]) is None:
+                    if not theirs:
+                        self.upstream_error = None
+                    return at
+                theirs = theirs or frame[0] in _UPSTREAM_ERRORS
+            at += len(block) + 2
+        return cut
 
     def tail(self) -> bytes:
         rest, self._buf = self._buf.strip(), b""
-        if not rest:
+        if not rest or self._stopped:
             return b""
         frame = parse_frame(rest)
         if frame is None or json_of(frame[1]) is None:
@@ -306,7 +366,9 @@ class PassThroughRelay:
     def error_event(self, message: str, code: str) -> bytes:
         return self._encoder.encode(StreamError(message, type=code))
 
-    def _meter(self, events: list[StreamEvent]) -> None:
+    def _meter(self, events: list[StreamEvent]) -> bool:
+        """True when the decoder stopped at an error."""
+        failed = False
         for event in events:
             if isinstance(event, TextDelta | ToolArgsDelta | ReasoningDelta):
                 self.content_events += 1
@@ -316,3 +378,21 @@ class PassThroughRelay:
                 self.saw_done = True
             elif isinstance(event, StreamError):
                 self.upstream_error = {"message": event.message, "type": event.type}
+                failed = True
+        return failed
+
+
+# The start of the commonest content delta of each stream.
+_DELTA = b"event: content_block_delta\ndata: "
+_TEXT_DELTA = b"event: response.output_text.delta\ndata: "
+# The upstream's own mid-stream errors (a garbled event after one is not ours to report).
+_UPSTREAM_ERRORS = frozenset({b"error", b"response.failed"})
+
+
+def _is_object(block: bytes) -> bool:
+    frame = parse_frame(block)
+    return frame is not None and json_of(frame[1]) is not None
+
+
+def _joined(blocks: list[bytes]) -> bytes:
+    return b"\n\n".join(blocks) + b"\n\n" if blocks else b""

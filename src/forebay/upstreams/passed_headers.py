@@ -38,16 +38,17 @@ PASSED: Mapping[str, frozenset[WireProtocol]] = {
     "anthropic-version": _ANTHROPIC,
 }
 _NONE: frozenset[WireProtocol] = frozenset()
-_NAMES = frozenset(name.encode() for name in PASSED)
+NAMES = frozenset(name.encode() for name in PASSED)  # as ASGI names them
 MAX_VALUE = 1024  # no legitimate value of these is longer; a longer one is not passed
 
 
 def from_client(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str] | None:
     """The passable headers of a request (ASGI raw headers, names lower-case), in
-    one pass over them; None, allocating nothing, when it has none (the usual)."""
+    one pass over them; None, allocating nothing, when it has none (the usual).
+    The pipeline takes them in its one pass (gateway/request_headers.scan)."""
     found: dict[str, str] | None = None
     for name, value in raw:
-        if name in _NAMES and len(value) <= MAX_VALUE:
+        if name in NAMES and len(value) <= MAX_VALUE:
             if found is None:
                 found = {}
             found[name.decode("latin-1")] = value.decode("latin-1")
