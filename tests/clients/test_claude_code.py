@@ -22,13 +22,13 @@ asserts it recorded nothing.
 Two upstreams: the loopback Anthropic server (the same protocol both sides, so
 Forebay relays the bytes) and an OpenAI-compatible Chat server (Forebay
 translates Messages to Chat and the Chat stream back to Messages events).
+What this shares with the Codex tests (workspace, gateway config, egress trap,
+the run, the Chat and ledger checks) is in tests/support/cli_clients.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -39,24 +39,17 @@ from typing import Any
 import pytest
 
 from tests.conftest import Gateway, GatewayFactory
+from tests.support import cli_clients
 from tests.support.anthropic_server import API_KEY, AnthropicServer
+from tests.support.cli_clients import Workspace
 from tests.support.egress_trap import EgressTrap
 from tests.support.node import claude_binary
 from tests.support.openai_server import FakeUpstream
 from tests.support.scripted import ToolScript
 from tests.support.servers import ServerThread
 
-UPSTREAM_KEY = "sk-chat-upstream-secret-0123456789"
 PROMPT = "What is the secret word in note.txt? Read the file, then tell me."
 RUN_TIMEOUT_S = 60  # a run takes about a second; this only stops a hung one
-
-
-@dataclass
-class Workspace:
-    root: Path
-    note: Path
-    word: str
-    script: ToolScript
 
 
 @dataclass
@@ -68,27 +61,17 @@ class Run:
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
-    root = tmp_path / "project"
-    root.mkdir()
-    word = f"pelican-{secrets.token_hex(6)}"
-    note = root / "note.txt"
-    note.write_text(f"The secret word is {word}.\n")
-    script = ToolScript("Read", {"file_path": str(note)}, reply="The note says:")
-    return Workspace(root, note, word, script)
+    return cli_clients.make_workspace(
+        tmp_path,
+        "pelican",
+        lambda note: ToolScript("Read", {"file_path": str(note)}, reply=cli_clients.REPLY),
+    )
 
 
 @pytest.fixture
 def ant(workspace: Workspace) -> Iterator[tuple[AnthropicServer, ServerThread]]:
-    fake = AnthropicServer(script=workspace.script)
-    with ServerThread(fake.app()) as thread:
-        yield fake, thread
-
-
-@pytest.fixture
-def chat(workspace: Workspace) -> Iterator[tuple[FakeUpstream, ServerThread]]:
-    fake = FakeUpstream(script=workspace.script)
-    with ServerThread(fake.app()) as thread:
-        yield fake, thread
+    with cli_clients.serve(AnthropicServer(script=workspace.script)) as served:
+        yield served
 
 
 @pytest.fixture
@@ -104,33 +87,21 @@ def gw(
         )
 
     def translated(alias: str) -> str:
-        return (
-            f"{{name: chat-{alias}, base_url: '{chat[1].url}/v1', model: scripted, "
-            f"api_key: '{UPSTREAM_KEY}'}}"
-        )
+        return cli_clients.chat_deployment(f"chat-{alias}", chat[1])
 
     return make_gateway(
-        f"""
-    key_refresh_s: 0.2
-    ledger: {{flush_interval_s: 0.05}}
-    models:
+        cli_clients.gateway_config(
+            f"""
       coder: {{deployments: [{native("coder")}]}}
       claude-sonnet-4-5: {{deployments: [{native("claude-sonnet-4-5")}]}}
       coder-chat: {{deployments: [{translated("coder-chat")}]}}
-      claude-haiku-4-5: {{deployments: [{translated("claude-haiku-4-5")}]}}
-    """
+      claude-haiku-4-5: {{deployments: [{translated("claude-haiku-4-5")}]}}"""
+        )
     )
-
-
-@pytest.fixture
-def trap() -> Iterator[EgressTrap]:
-    with EgressTrap() as t:
-        yield t
 
 
 def claude_env(home: Path, base_url: str, alias: str, trap: EgressTrap) -> dict[str, str]:
     """Everything Claude Code reads from its environment, and nothing of ours."""
-    home.mkdir(exist_ok=True)
     models = (
         "ANTHROPIC_MODEL",
         "ANTHROPIC_SMALL_FAST_MODEL",
@@ -148,16 +119,12 @@ def claude_env(home: Path, base_url: str, alias: str, trap: EgressTrap) -> dict[
         "CLAUDE_CODE_DISABLE_TERMINAL_TITLE",
     )
     return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
+        **cli_clients.base_env(home, trap),
         "CLAUDE_CONFIG_DIR": str(home / ".claude"),
-        "TERM": "dumb",
         "ANTHROPIC_BASE_URL": base_url,
         **{name: alias for name in models},
         **{name: "1" for name in quiet},
         "CLAUDE_CODE_MAX_RETRIES": "0",  # a failure shows at once, not after backoff
-        **trap.env(),
     }
 
 
@@ -175,16 +142,7 @@ def run_claude(env: dict[str, str], cwd: Path) -> Run:
         "--max-turns",
         "4",
     ]
-    done = subprocess.run(
-        argv,
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    done = cli_clients.run(argv, env, cwd, RUN_TIMEOUT_S)
     try:
         result = json.loads(done.stdout)
     except json.JSONDecodeError:
@@ -204,16 +162,14 @@ def _assert_answered(run: Run, ws: Workspace) -> None:
 
 
 def _assert_ledger(gw: Gateway, alias: str, deployment: str, count: int) -> None:
-    rows = gw.wait_rows(count)
-    assert len(rows) == count, rows
-    for row in rows:
-        shown = json.dumps(row, default=str)
-        assert row["protocol"] == "anthropic_messages", shown
-        assert row["alias"] == alias, shown
-        assert row["deployment"] == deployment, shown
-        assert row["status"] == 200 and row["endpoint"] == "messages", shown
-        assert int(row["prompt_tokens"]) > 0, shown  # type: ignore[call-overload]
-        assert int(row["completion_tokens"]) > 0, shown  # type: ignore[call-overload]
+    cli_clients.assert_ledger(
+        gw,
+        protocol="anthropic_messages",
+        endpoint="messages",
+        alias=alias,
+        deployment=deployment,
+        count=count,
+    )
 
 
 # Claude Code shapes its requests by the model name: for one it does not know
@@ -235,7 +191,7 @@ def test_claude_code_reads_a_file_through_forebay_to_anthropic(
     _assert_answered(run, workspace)
     assert trap.attempts == []
 
-    seen = [s for s in ant[0].seen if s.path == "/v1/messages"]
+    seen = cli_clients.posts(ant[0].seen, "/v1/messages")
     assert len(seen) == 2, [s.body for s in seen]
     first, second = (s.body for s in seen)
     assert "Read" in [t["name"] for t in first["tools"]]  # with a placeholder of its own
@@ -277,21 +233,9 @@ def test_claude_code_reads_a_file_through_forebay_to_a_chat_upstream(
     _assert_answered(run, workspace)
     assert trap.attempts == []
 
-    seen = [s for s in chat[0].seen if s.path == "/v1/chat/completions"]
-    assert len(seen) == 2, [s.body for s in seen]
-    first, second = (s.body for s in seen)
-    offered = {t["function"]["name"]: t["function"] for t in first["tools"]}
+    offered = cli_clients.assert_chat_round_trip(chat[0], workspace, gw)
     schema = offered["Read"]["parameters"]  # its input_schema, as Chat parameters
     assert "file_path" in schema["properties"], schema
-    assert first["stream"] is True and first["model"] == "scripted"
-    assert first["messages"][0]["role"] == "system"  # Claude Code's system blocks, joined
-    for s in seen:
-        assert s.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
-    asked, answered = second["messages"][-2], second["messages"][-1]
-    (call,) = asked["tool_calls"]
-    assert json.loads(call["function"]["arguments"]) == {"file_path": str(workspace.note)}
-    assert answered["role"] == "tool" and answered["tool_call_id"] == call["id"]
-    assert workspace.word in json.dumps(answered["content"])
     _assert_ledger(gw, alias, f"chat-{alias}", 2)
 
 
@@ -303,7 +247,7 @@ def test_claude_code_with_a_wrong_key_fails_and_reaches_no_upstream(
     tmp_path: Path,
 ) -> None:
     env = claude_env(tmp_path / "home", gw.url, "coder", trap)
-    env["ANTHROPIC_API_KEY"] = "sk-fb-not-a-key-0123456789abcdef0123456789abcdef"
+    env["ANTHROPIC_API_KEY"] = cli_clients.WRONG_KEY
     run = run_claude(env, workspace.root)
     assert run.code != 0, run.result
     assert run.result.get("is_error") is True, run.result

@@ -26,15 +26,14 @@ Two upstreams: the loopback OpenAI server speaking Responses natively
 and an OpenAI-compatible Chat server (Forebay translates Responses to Chat and
 the Chat stream back to Responses events; the web_search tool Codex offers by
 default, which only OpenAI can run, is dropped, or refused with a 400 on an
-alias set to `hosted_tools: refuse`).
+alias set to `hosted_tools: refuse`). What this shares with the Claude Code
+tests (workspace, gateway config, egress trap, the run, the Chat and ledger
+checks) is in tests/support/cli_clients.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Gateway, GatewayFactory
+from tests.support import cli_clients
+from tests.support.cli_clients import Workspace
 from tests.support.egress_trap import EgressTrap
 from tests.support.node import codex_entry
 from tests.support.openai_api_server import API_KEY, OpenAIServer
@@ -50,17 +51,9 @@ from tests.support.openai_server import FakeUpstream
 from tests.support.scripted import ToolScript
 from tests.support.servers import ServerThread
 
-UPSTREAM_KEY = "sk-chat-upstream-secret-0123456789"
 KEY_VARIABLE = "FOREBAY_TENANT_KEY"
 PROMPT = "What is the secret word in note.txt? Run `cat note.txt`, then tell me."
 RUN_TIMEOUT_S = 90  # a run takes a few seconds; this only stops a hung one
-
-
-@dataclass
-class Workspace:
-    root: Path
-    word: str
-    script: ToolScript
 
 
 @dataclass
@@ -80,26 +73,17 @@ class Run:
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
-    root = tmp_path / "project"
-    root.mkdir()
-    word = f"heron-{secrets.token_hex(6)}"
-    (root / "note.txt").write_text(f"The secret word is {word}.\n")
-    script = ToolScript("exec_command", {"cmd": "cat note.txt"}, reply="The note says:")
-    return Workspace(root, word, script)
+    return cli_clients.make_workspace(
+        tmp_path,
+        "heron",
+        lambda _note: ToolScript("exec_command", {"cmd": "cat note.txt"}, reply=cli_clients.REPLY),
+    )
 
 
 @pytest.fixture
 def native(workspace: Workspace) -> Iterator[tuple[OpenAIServer, ServerThread]]:
-    fake = OpenAIServer(script=workspace.script)
-    with ServerThread(fake.app()) as thread:
-        yield fake, thread
-
-
-@pytest.fixture
-def chat(workspace: Workspace) -> Iterator[tuple[FakeUpstream, ServerThread]]:
-    fake = FakeUpstream(script=workspace.script)
-    with ServerThread(fake.app()) as thread:
-        yield fake, thread
+    with cli_clients.serve(OpenAIServer(script=workspace.script)) as served:
+        yield served
 
 
 @pytest.fixture
@@ -109,31 +93,19 @@ def gw(
     chat: tuple[FakeUpstream, ServerThread],
 ) -> Gateway:
     return make_gateway(
-        f"""
-    key_refresh_s: 0.2
-    ledger: {{flush_interval_s: 0.05}}
-    models:
+        cli_clients.gateway_config(
+            f"""
       coder:
         deployments:
           - {{name: openai-coder, provider: openai, base_url: '{native[1].url}/v1',
               model: scripted, api_key: '{API_KEY}'}}
       coder-chat:
-        deployments:
-          - {{name: chat-coder, base_url: '{chat[1].url}/v1', model: scripted,
-              api_key: '{UPSTREAM_KEY}'}}
+        deployments: [{cli_clients.chat_deployment("chat-coder", chat[1])}]
       coder-chat-strict:
         hosted_tools: refuse
-        deployments:
-          - {{name: chat-coder-strict, base_url: '{chat[1].url}/v1', model: scripted,
-              api_key: '{UPSTREAM_KEY}'}}
-    """
+        deployments: [{cli_clients.chat_deployment("chat-coder-strict", chat[1])}]"""
+        )
     )
-
-
-@pytest.fixture
-def trap() -> Iterator[EgressTrap]:
-    with EgressTrap() as t:
-        yield t
 
 
 def codex_home(
@@ -178,15 +150,7 @@ exporter = "none"
 
 def codex_env(home: Path, codex: Path, key: str, trap: EgressTrap) -> dict[str, str]:
     """Everything Codex reads from its environment, and nothing of ours."""
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(home),
-        "CODEX_HOME": str(codex),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "TERM": "dumb",
-        KEY_VARIABLE: key,
-        **trap.env(),
-    }
+    return {**cli_clients.base_env(home, trap), "CODEX_HOME": str(codex), KEY_VARIABLE: key}
 
 
 def run_codex(env: dict[str, str], cwd: Path) -> Run:
@@ -201,16 +165,7 @@ def run_codex(env: dict[str, str], cwd: Path) -> Run:
         "never",
         PROMPT,
     ]
-    done = subprocess.run(
-        argv,
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    done = cli_clients.run(argv, env, cwd, RUN_TIMEOUT_S)
     events = []
     for line in done.stdout.splitlines():
         try:
@@ -233,19 +188,14 @@ def _assert_answered(run: Run, ws: Workspace) -> None:
 
 
 def _assert_ledger(gw: Gateway, alias: str, deployment: str, count: int) -> None:
-    rows = gw.wait_rows(count)
-    assert len(rows) == count, rows
-    for row in rows:
-        shown = json.dumps(row, default=str)
-        assert row["protocol"] == "openai_responses", shown
-        assert row["alias"] == alias and row["deployment"] == deployment, shown
-        assert row["status"] == 200 and row["endpoint"] == "responses", shown
-        assert int(row["prompt_tokens"]) > 0, shown  # type: ignore[call-overload]
-        assert int(row["completion_tokens"]) > 0, shown  # type: ignore[call-overload]
-
-
-def _posts(seen: list[Any], path: str) -> list[dict[str, Any]]:
-    return [s.body for s in seen if s.method == "POST" and s.path == path]
+    cli_clients.assert_ledger(
+        gw,
+        protocol="openai_responses",
+        endpoint="responses",
+        alias=alias,
+        deployment=deployment,
+        count=count,
+    )
 
 
 def _output_of(body: dict[str, Any], kind: str, call_id: str) -> dict[str, Any]:
@@ -270,7 +220,7 @@ def test_codex_runs_a_command_through_forebay_to_openai_responses(
     _assert_answered(run, workspace)
     assert trap.attempts == []
 
-    seen = [s for s in native[0].seen if s.path == "/v1/responses"]
+    seen = cli_clients.posts(native[0].seen, "/v1/responses")
     assert len(seen) == 2, [s.body for s in seen]
     first, second = (s.body for s in seen)
     # Same protocol both ends and stateless (store: false): Codex's body reached
@@ -312,22 +262,9 @@ def test_codex_runs_a_command_through_forebay_to_a_chat_upstream(
     _assert_answered(run, workspace)
     assert trap.attempts == []
 
-    seen = [s for s in chat[0].seen if s.path == "/v1/chat/completions"]
-    assert len(seen) == 2, [s.body for s in seen]
-    first, second = (s.body for s in seen)
-    offered = {t["function"]["name"]: t["function"] for t in first["tools"]}
+    offered = cli_clients.assert_chat_round_trip(chat[0], workspace, gw)
     assert "cmd" in offered["exec_command"]["parameters"]["properties"], offered
     assert "spawn_agent" in offered  # from inside Codex's namespace tool
-    assert first["stream"] is True and first["model"] == "scripted"
-    assert first["messages"][0]["role"] == "system"  # Codex's developer messages
-    for s in seen:
-        assert s.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
-        assert gw.tenant_key not in json.dumps(s.body)
-    asked, answered = second["messages"][-2], second["messages"][-1]
-    (call,) = asked["tool_calls"]
-    assert json.loads(call["function"]["arguments"]) == workspace.script.arguments
-    assert answered["role"] == "tool" and answered["tool_call_id"] == call["id"]
-    assert workspace.word in json.dumps(answered["content"])
     _assert_ledger(gw, "coder-chat", "chat-coder", 2)
     for row in gw.wait_rows(2):
         assert "dropped hosted tools web_search" in str(row["route_reason"]), row
@@ -352,7 +289,7 @@ def test_codex_gets_a_clear_400_from_an_alias_that_refuses_hosted_tools(
     assert "web_search tool" in message and "not_translatable" in message, message
     assert "coder-chat-strict" in message and "refuse" in message, message
     assert "namespace" not in message  # its namespace of functions was carried
-    assert _posts(chat[0].seen, "/v1/chat/completions") == []
+    assert cli_clients.posts(chat[0].seen, "/v1/chat/completions") == []
     assert workspace.word not in run.stdout
     assert trap.attempts == []
 
@@ -366,13 +303,12 @@ def test_codex_with_a_wrong_key_fails_and_reaches_no_upstream(
 ) -> None:
     home = tmp_path / "home"
     codex = codex_home(home, gw.url, "coder")
-    key = "sk-fb-not-a-key-0123456789abcdef0123456789abcdef"
-    run = run_codex(codex_env(home, codex, key, trap), workspace.root)
+    run = run_codex(codex_env(home, codex, cli_clients.WRONG_KEY, trap), workspace.root)
     assert run.code != 0, run.stdout
     assert any(e.get("type") == "turn.failed" for e in run.events), run.stdout
     assert run.items("command_execution") == []
     assert workspace.word not in run.stdout
-    assert _posts(native[0].seen, "/v1/responses") == []
+    assert cli_clients.posts(native[0].seen, "/v1/responses") == []
     assert trap.attempts == []
 
 

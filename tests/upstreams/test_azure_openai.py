@@ -1,14 +1,15 @@
 """The Azure OpenAI adapter against a loopback server that speaks Azure's
 routes: Chat Completions on the deployment route with api-version, Responses
 on the v1 route with the deployment as the body's model, the api-key header
-or an Entra ID bearer token, Azure's error bodies and its 429 retry headers;
-timeouts, a dead port, the probe; and, through a gateway, that only the
-deployment's key reaches Azure."""
+or an Entra ID bearer token, Azure's error bodies and its content filter, a
+wrong key or api-version, the probe; and, through a gateway, that only the
+deployment's key reaches Azure. The failures it shares with the other adapters
+(its 429 retry headers, garbled and dropped answers, a mid-stream error,
+timeouts, a dead port) are AZURE_OPENAI's rows in failure_modes.py."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import orjson
@@ -16,7 +17,7 @@ import pytest
 
 from forebay.config.settings import Deployment
 from forebay.errors import UpstreamFailure
-from forebay.gateway.failures import Retry, as_api_error, retry_rule
+from forebay.gateway.failures import as_api_error
 from forebay.gateway.redact import Redactor
 from forebay.upstreams.azure_openai import AzureOpenAIUpstream
 from forebay.upstreams.base import Endpoint, WireProtocol
@@ -24,7 +25,9 @@ from forebay.upstreams.registry import remote_upstream
 from tests.conftest import GatewayFactory
 from tests.support.azure_openai_server import API_KEY, AzureServer
 from tests.support.deployments import deployment
-from tests.support.servers import ServerThread, free_port
+from tests.support.servers import ServerThread
+from tests.upstreams import calls, failure_modes
+from tests.upstreams.failure_modes import AZURE_OPENAI
 
 Served = tuple[AzureServer, ServerThread]
 TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.test-entra-token"
@@ -46,22 +49,6 @@ def _dep(thread: ServerThread, name: str = "gpt-4o-prod", extra: str = "") -> De
     )
 
 
-def _chat(**extra: Any) -> dict[str, Any]:
-    return {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}], **extra}
-
-
-def _responses(**extra: Any) -> dict[str, Any]:
-    return {"model": "gpt-4o", "input": "hello there", **extra}
-
-
-async def _read(up: AzureOpenAIUpstream, endpoint: Endpoint, payload: dict[str, Any]) -> bytes:
-    stream = await up.open_stream(endpoint, payload)
-    try:
-        return b"".join([c async for c in stream.chunks()])
-    finally:
-        stream.release()
-
-
 def test_it_speaks_chat_and_responses() -> None:
     assert AzureOpenAIUpstream.wire == {WireProtocol.OPENAI_CHAT, WireProtocol.OPENAI_RESPONSES}
 
@@ -73,30 +60,33 @@ async def test_chat_goes_to_the_deployment_route_with_api_version_and_api_key(
     up = remote_upstream(_dep(thread))
     assert isinstance(up, AzureOpenAIUpstream)
     try:
-        reply = await up.complete(Endpoint.CHAT, _chat())
+        reply = await up.complete(Endpoint.CHAT, calls.chat())
     finally:
         await up.close()
     body = orjson.loads(reply.body)
-    assert body["choices"][0]["message"]["content"] == "hello there"
+    assert body["choices"][0]["message"]["content"] == "hello there world"
     assert body["prompt_filter_results"][0]["content_filter_results"]["hate"]["filtered"] is False
     (seen,) = fake.seen
     assert seen.path == "/openai/deployments/gpt-4o-prod/chat/completions"
     assert seen.query == "api-version=2024-10-21"
     assert seen.headers["api-key"] == API_KEY and "authorization" not in seen.headers
-    assert seen.raw == orjson.dumps(_chat())  # the body as given, model and all
+    assert seen.raw == orjson.dumps(calls.chat())  # the body as given, model and all
 
 
 async def test_responses_go_to_the_v1_route_naming_the_deployment(server: Served) -> None:
     fake, thread = server
     up = AzureOpenAIUpstream(_dep(thread))
     try:
-        reply = await up.complete(Endpoint.RESPONSES, _responses(store=False))
+        reply = await up.complete(Endpoint.RESPONSES, calls.responses(store=False))
     finally:
         await up.close()
-    assert orjson.loads(reply.body)["output"][0]["content"][0]["text"] == "hello there"
+    assert orjson.loads(reply.body)["output"][0]["content"][0]["text"] == "hello there world"
     (seen,) = fake.seen
     assert (seen.path, seen.query) == ("/openai/v1/responses", "")
-    assert seen.body == {**_responses(store=False), "model": "gpt-4o-prod"}
+    assert seen.body == {
+        **calls.responses(store=False),
+        "model": "gpt-4o-prod",
+    }
 
 
 async def test_api_version_is_configurable_and_a_bearer_token_replaces_the_key(
@@ -107,7 +97,7 @@ async def test_api_version_is_configurable_and_a_bearer_token_replaces_the_key(
     dep = _dep(thread, extra=f"api_version: 2025-04-01-preview, azure_ad_token: '{TOKEN}'")
     up = AzureOpenAIUpstream(dep)
     try:
-        await up.complete(Endpoint.CHAT, _chat())
+        await up.complete(Endpoint.CHAT, calls.chat())
     finally:
         await up.close()
     (seen,) = fake.seen
@@ -119,8 +109,8 @@ async def test_streams_arrive_intact_and_in_order(server: Served) -> None:
     _, thread = server
     up = AzureOpenAIUpstream(_dep(thread))
     try:
-        chat = await _read(up, Endpoint.CHAT, _chat(stream=True))
-        resp = await _read(up, Endpoint.RESPONSES, _responses(stream=True))
+        chat = await calls.read(up, Endpoint.CHAT, calls.chat(stream=True))
+        resp = await calls.read(up, Endpoint.RESPONSES, calls.responses(stream=True))
     finally:
         await up.close()
     frames = chat.split(b"\n\n")
@@ -128,37 +118,26 @@ async def test_streams_arrive_intact_and_in_order(server: Served) -> None:
     chunks = [orjson.loads(f.removeprefix(b"data: ")) for f in frames[:-2]]
     assert chunks[0]["choices"] == [] and "prompt_filter_results" in chunks[0]  # Azure's first
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[1:])
-    assert text == "hello there"
+    assert text == "hello there world"
     types = [
         orjson.loads(f.split(b"\ndata: ")[1])["type"] for f in resp.rstrip(b"\n").split(b"\n\n")
     ]
     assert types[0] == "response.created" and types[-1] == "response.completed"
 
 
-@pytest.mark.parametrize(
-    ("name", "status", "retry", "rule"),
-    [
-        ("rate-limited", 429, "2", Retry.ELSEWHERE),  # retry-after-ms 1500, rounded up
-        ("server-error", 500, None, Retry.ELSEWHERE),
-        ("filtered", 400, None, Retry.NO),
-        ("no-such-deployment", 404, None, Retry.ELSEWHERE),
-    ],
-)
-@pytest.mark.parametrize("endpoint", [Endpoint.CHAT, Endpoint.RESPONSES])
-async def test_each_failure_has_its_kind_and_retry_hint(
-    server: Served, name: str, status: int, retry: str | None, rule: Retry, endpoint: Endpoint
-) -> None:
-    _, thread = server
-    up = AzureOpenAIUpstream(_dep(thread, name))
-    payload = _chat() if endpoint is Endpoint.CHAT else _responses()
-    try:
-        with pytest.raises(UpstreamFailure) as raised:
-            await up.complete(endpoint, payload)
-    finally:
-        await up.close()
-    failure = raised.value
-    assert (failure.kind, failure.status, failure.retry_after) == ("status", status, retry)
-    assert retry_rule(failure) is rule
+@pytest.mark.parametrize("case", AZURE_OPENAI.cases, ids=str)
+async def test_failure_modes(server: Served, case: failure_modes.Case) -> None:
+    await failure_modes.check(AZURE_OPENAI, server[1].url, case)
+
+
+@pytest.mark.parametrize("call", AZURE_OPENAI.calls)
+async def test_a_dead_port(call: str) -> None:
+    await failure_modes.check_unreachable(AZURE_OPENAI, call)
+
+
+async def test_messages_are_not_an_azure_endpoint(server: Served) -> None:
+    fake, thread = server
+    await failure_modes.check_foreign_endpoint(AZURE_OPENAI, thread.url, fake.seen)
 
 
 async def test_a_content_filter_refusal_reaches_the_client_with_its_code(server: Served) -> None:
@@ -167,7 +146,7 @@ async def test_a_content_filter_refusal_reaches_the_client_with_its_code(server:
     up = AzureOpenAIUpstream(dep)
     try:
         with pytest.raises(UpstreamFailure) as raised:
-            await up.complete(Endpoint.CHAT, _chat())
+            await up.complete(Endpoint.CHAT, calls.chat())
     finally:
         await up.close()
     err = as_api_error(raised.value, dep, Endpoint.CHAT, Redactor([]))
@@ -187,7 +166,7 @@ async def test_a_wrong_key_and_an_unknown_api_version(server: Served) -> None:
         up = AzureOpenAIUpstream(dep)
         try:
             with pytest.raises(UpstreamFailure) as raised:
-                await up.complete(Endpoint.CHAT, _chat())
+                await up.complete(Endpoint.CHAT, calls.chat())
         finally:
             await up.close()
         failures.append(raised.value)
@@ -195,61 +174,6 @@ async def test_a_wrong_key_and_an_unknown_api_version(server: Served) -> None:
     assert orjson.loads(failures[0].body)["error"]["code"] == "401"
     assert orjson.loads(failures[1].body)["error"]["message"] == "Resource not found"
     assert fake.seen[0].headers["api-key"] == "wrong-key-0123456789"
-
-
-async def test_garbled_and_dropped_answers(server: Served) -> None:
-    _, thread = server
-    garbled = AzureOpenAIUpstream(_dep(thread, "garbled"))
-    dropped = AzureOpenAIUpstream(_dep(thread, "drop"))
-    try:
-        reply = await garbled.complete(Endpoint.CHAT, _chat())
-        with pytest.raises(UpstreamFailure) as whole:
-            await dropped.complete(Endpoint.CHAT, _chat())
-        with pytest.raises(UpstreamFailure) as streamed:
-            await _read(dropped, Endpoint.RESPONSES, _responses(stream=True))
-    finally:
-        await garbled.close()
-        await dropped.close()
-    assert reply.body.startswith(b"<html>")
-    assert whole.value.kind == "protocol" and streamed.value.kind == "protocol"
-
-
-@pytest.mark.parametrize("endpoint", [Endpoint.CHAT, Endpoint.RESPONSES])
-async def test_a_slow_first_byte_times_out(server: Served, endpoint: Endpoint) -> None:
-    _, thread = server
-    up = AzureOpenAIUpstream(_dep(thread, "slow-3000", "timeout_s: 0.3"))
-    payload = _chat() if endpoint is Endpoint.CHAT else _responses()
-    try:
-        with pytest.raises(UpstreamFailure) as raised:
-            await up.complete(endpoint, payload)
-    finally:
-        await up.close()
-    assert raised.value.kind == "timeout"
-
-
-async def test_a_dead_port() -> None:
-    dep = deployment(
-        f"provider: azure_openai, base_url: 'http://127.0.0.1:{free_port()}', model: d, api_key: k"
-    )
-    up = AzureOpenAIUpstream(dep)
-    try:
-        with pytest.raises(UpstreamFailure) as raised:
-            await up.complete(Endpoint.RESPONSES, _responses())
-        result = await up.probe(1.0)
-    finally:
-        await up.close()
-    assert raised.value.kind == "connect" and result.verdict == "unreachable"
-
-
-async def test_messages_are_not_an_azure_endpoint(server: Served) -> None:
-    fake, thread = server
-    up = AzureOpenAIUpstream(_dep(thread))
-    try:
-        with pytest.raises(UpstreamFailure) as raised:
-            await up.complete(Endpoint.MESSAGES, _chat())
-    finally:
-        await up.close()
-    assert raised.value.kind == "protocol" and fake.seen == []
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,10 @@
 by botocore, credentials from the environment or the config) -> a Bedrock
 server that verifies the signature and speaks Converse and ConverseStream
 (AWS event-stream frames) -> codec -> canonical reply or events. Never real AWS:
-the credentials are the fake's test keys, given through monkeypatched env vars."""
+the credentials are the fake's test keys, given through monkeypatched env vars.
+The failures it shares with the other adapters (throttling and overload
+statuses, streams that break, a dead port, a foreign endpoint) are BEDROCK's
+rows in failure_modes.py."""
 
 from __future__ import annotations
 
@@ -19,7 +22,6 @@ from forebay.errors import ConfigError, UpstreamFailure
 from forebay.gateway.failures import Retry, retry_rule
 from forebay.protocols.bedrock_converse import BedrockConverseCodec
 from forebay.protocols.canonical import (
-    GenReply,
     GenRequest,
     Message,
     PartStart,
@@ -27,8 +29,6 @@ from forebay.protocols.canonical import (
     ReasoningPart,
     Stop,
     StreamEnd,
-    StreamError,
-    StreamEvent,
     TextDelta,
     TextPart,
     Tool,
@@ -36,7 +36,7 @@ from forebay.protocols.canonical import (
     ToolCallPart,
     ToolResultPart,
 )
-from forebay.upstreams.base import Endpoint, WireProtocol
+from forebay.upstreams.base import WireProtocol
 from forebay.upstreams.bedrock import BedrockUpstream
 from forebay.upstreams.probe import ProbeResult
 from forebay.upstreams.registry import remote_upstream
@@ -52,6 +52,8 @@ from tests.support.bedrock_server import (
     FakeBedrock,
 )
 from tests.support.servers import ServerThread
+from tests.upstreams import calls, failure_modes
+from tests.upstreams.failure_modes import BEDROCK
 
 CODEC = BedrockConverseCodec()
 WEATHER = Tool(
@@ -106,42 +108,6 @@ def deployment(tmp_path: Path, base_url: str, model: str, extra: str = "") -> De
     return load_settings(path, data_dir=tmp_path).models["b"].deployments[0]
 
 
-def ask(text: str, **kw: object) -> GenRequest:
-    return GenRequest(model="b", messages=[Message("user", [TextPart(text)])], **kw)  # type: ignore[arg-type]
-
-
-async def complete(dep: Deployment, req: GenRequest) -> GenReply:
-    up = remote_upstream(dep)
-    try:
-        payload = {**CODEC.encode_request(req, dep.upstream_model), "model": dep.upstream_model}
-        reply = await up.complete(Endpoint.MESSAGES, payload)
-        return CODEC.decode_reply(orjson.loads(reply.body))
-    finally:
-        await up.close()
-
-
-async def stream(dep: Deployment, req: GenRequest, *, piece: int = 0) -> list[StreamEvent]:
-    """Events from the stream; `piece` re-cuts the bytes into pieces of that size."""
-    up = BedrockUpstream(dep)
-    decoder = CODEC.stream_decoder()
-    events: list[StreamEvent] = []
-    try:
-        handle = await up.open_stream(
-            Endpoint.MESSAGES, CODEC.encode_request(req, dep.upstream_model)
-        )
-        try:
-            async for chunk in handle.chunks():
-                step = piece or len(chunk)
-                for i in range(0, len(chunk), step):
-                    events += decoder.feed(chunk[i : i + step])
-        finally:
-            handle.release()
-        events += decoder.close()
-    finally:
-        await up.close()
-    return events
-
-
 async def probe(dep: Deployment) -> ProbeResult:
     up = BedrockUpstream(dep)
     try:
@@ -178,7 +144,7 @@ def test_config(tmp_path: Path) -> None:
 async def test_signed_reply_with_cache_usage(tmp_path: Path, fake: tuple[FakeBedrock, str]) -> None:
     server, url = fake
     dep = deployment(tmp_path, url, "echo-v1:0")
-    reply = await complete(dep, ask("one two three"))
+    reply = await calls.complete(CODEC, dep, calls.ask("one two three"))
     sent = server.seen[-1]
     assert sent.path == "/model/echo-v1%3A0/converse"  # the id is one encoded segment
     assert sent.headers["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/")
@@ -202,7 +168,9 @@ async def test_session_token_from_env(
     aws_env.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
     server.require_token = True
     try:
-        reply = await complete(deployment(tmp_path, url, "echo"), ask("hi there"))
+        reply = await calls.complete(
+            CODEC, deployment(tmp_path, url, "echo"), calls.ask("hi there")
+        )
     finally:
         server.require_token = False
     assert server.seen[-1].headers["x-amz-security-token"] == SESSION_TOKEN
@@ -213,8 +181,8 @@ async def test_tool_call_and_reasoning_round_trip(
     tmp_path: Path, fake: tuple[FakeBedrock, str]
 ) -> None:
     server, url = fake
-    req = ask("weather in Paris?", tools=[WEATHER])
-    reply = await complete(deployment(tmp_path, url, "tool"), req)
+    req = calls.ask("weather in Paris?", tools=[WEATHER])
+    reply = await calls.complete(CODEC, deployment(tmp_path, url, "tool"), req)
     assert reply.stop.kind is Stop.TOOL_CALLS
     reasoning, call = reply.parts
     assert isinstance(reasoning, ReasoningPart) and reasoning.signature == SIGNATURE
@@ -229,7 +197,7 @@ async def test_tool_call_and_reasoning_round_trip(
         ],
         tools=[WEATHER],
     )
-    reply = await complete(deployment(tmp_path, url, "echo"), follow)
+    reply = await calls.complete(CODEC, deployment(tmp_path, url, "echo"), follow)
     messages = server.seen[-1].body["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]  # tool + user merged
     assert messages[1]["content"][0]["reasoningContent"]["reasoningText"]["signature"] == SIGNATURE
@@ -244,8 +212,8 @@ async def test_tool_call_and_reasoning_round_trip(
 async def test_stream_text_and_usage(
     tmp_path: Path, fake: tuple[FakeBedrock, str], piece: int
 ) -> None:
-    events = await stream(
-        deployment(tmp_path, fake[1], "echo"), ask("alpha beta gamma"), piece=piece
+    events = await calls.stream(
+        CODEC, deployment(tmp_path, fake[1], "echo"), calls.ask("alpha beta gamma"), piece=piece
     )
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "alpha beta gamma"
     end = events[-1]
@@ -254,7 +222,9 @@ async def test_stream_text_and_usage(
 
 
 async def test_stream_tool_call(tmp_path: Path, fake: tuple[FakeBedrock, str]) -> None:
-    events = await stream(deployment(tmp_path, fake[1], "tool"), ask("weather?", tools=[WEATHER]))
+    events = await calls.stream(
+        CODEC, deployment(tmp_path, fake[1], "tool"), calls.ask("weather?", tools=[WEATHER])
+    )
     starts = [e for e in events if isinstance(e, PartStart)]
     assert [(s.index, s.kind) for s in starts] == [(0, "reasoning"), (1, "tool_call")]
     assert (starts[1].tool_call_id, starts[1].tool_name) == ("tooluse_abc123", "get_weather")
@@ -269,41 +239,25 @@ async def test_stream_tool_call(tmp_path: Path, fake: tuple[FakeBedrock, str]) -
 
 async def test_guardrail_is_a_content_filter(tmp_path: Path, fake: tuple[FakeBedrock, str]) -> None:
     dep = deployment(tmp_path, fake[1], "guardrail")
-    reply = await complete(dep, ask("something"))
+    reply = await calls.complete(CODEC, dep, calls.ask("something"))
     assert (reply.stop.kind, reply.stop.raw) == (Stop.CONTENT_FILTER, "guardrail_intervened")
-    end = (await stream(dep, ask("something")))[-1]
+    end = (await calls.stream(CODEC, dep, calls.ask("something")))[-1]
     assert isinstance(end, StreamEnd) and end.stop.kind is Stop.CONTENT_FILTER
 
 
-@pytest.mark.parametrize(
-    ("model", "status", "retry_after", "rule"),
-    [
-        ("throttle", 429, "1", Retry.ELSEWHERE),
-        ("not-ready", 429, "2", Retry.ELSEWHERE),
-        ("unavailable", 503, None, Retry.ANYWHERE),
-        ("model-error", 502, None, Retry.ANYWHERE),  # AWS's 424, re-stated
-    ],
-)
-async def test_status_failures(
-    tmp_path: Path,
-    fake: tuple[FakeBedrock, str],
-    model: str,
-    status: int,
-    retry_after: str | None,
-    rule: Retry,
-) -> None:
-    dep = deployment(tmp_path, fake[1], model)
-    for attempt in (complete(dep, ask("hi")), stream(dep, ask("hi"))):
-        with pytest.raises(UpstreamFailure) as caught:
-            await attempt
-        failure = caught.value
-        assert (failure.kind, failure.status, failure.retry_after) == (
-            "status",
-            status,
-            retry_after,
-        )
-        assert retry_rule(failure) is rule
-        assert orjson.loads(failure.body)["message"]
+@pytest.mark.parametrize("case", BEDROCK.cases, ids=str)
+async def test_failure_modes(fake: tuple[FakeBedrock, str], case: failure_modes.Case) -> None:
+    await failure_modes.check(BEDROCK, fake[1], case)
+
+
+@pytest.mark.parametrize("call", ["whole", "stream"])
+async def test_unreachable(call: str) -> None:
+    await failure_modes.check_unreachable(BEDROCK, call)
+
+
+async def test_embeddings_are_not_a_bedrock_endpoint(fake: tuple[FakeBedrock, str]) -> None:
+    server, url = fake
+    await failure_modes.check_foreign_endpoint(BEDROCK, url, server.seen)
 
 
 async def test_validation_error_is_the_callers(
@@ -312,7 +266,7 @@ async def test_validation_error_is_the_callers(
     dep = deployment(tmp_path, fake[1], "echo")
     bad = GenRequest(model="b", messages=[Message("assistant", [TextPart("I start")])])
     with pytest.raises(UpstreamFailure) as caught:
-        await complete(dep, bad)
+        await calls.complete(CODEC, dep, bad)
     assert caught.value.status == 400 and retry_rule(caught.value) is Retry.NO
 
 
@@ -322,7 +276,7 @@ async def test_bad_signature_and_unknown_key_get_403(
     dep = deployment(tmp_path, fake[1], "echo")
     aws_env.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     with pytest.raises(UpstreamFailure) as caught:
-        await complete(dep, ask("hi"))
+        await calls.complete(CODEC, dep, calls.ask("hi"))
     assert caught.value.status == 403 and b"signature we calculated" in caught.value.body
     assert retry_rule(caught.value) is Retry.ELSEWHERE
     aws_env.setenv("AWS_ACCESS_KEY_ID", "AKIDSOMEONEELSE00000")
@@ -347,43 +301,17 @@ async def test_explicit_keys_and_api_key(
     (tmp_path / "forebay.yaml").write_text(text)
     dep = load_settings(tmp_path / "forebay.yaml", data_dir=tmp_path).models["b"].deployments[0]
     assert dep.aws is not None and SECRET_KEY in dep.secrets() and path_dep.aws is not None
-    assert (await complete(dep, ask("keyed"))).stop.kind is Stop.END
+    assert (await calls.complete(CODEC, dep, calls.ask("keyed"))).stop.kind is Stop.END
     # No keys anywhere: a clear failure that blames the deployment, not the caller.
     with pytest.raises(UpstreamFailure) as caught:
-        await complete(path_dep, ask("hi"))
+        await calls.complete(CODEC, path_dep, calls.ask("hi"))
     assert caught.value.status == 401 and "no AWS credentials" in caught.value.detail
     # A Bedrock API key from the environment: a bearer token, no signature.
     aws_env.setenv("AWS_BEARER_TOKEN_BEDROCK", BEARER_TOKEN)
-    assert (await complete(path_dep, ask("bearer"))).stop.kind is Stop.END
+    assert (await calls.complete(CODEC, path_dep, calls.ask("bearer"))).stop.kind is Stop.END
     assert server.seen[-1].headers["authorization"] == f"Bearer {BEARER_TOKEN}"
 
 
 async def test_probe(tmp_path: Path, fake: tuple[FakeBedrock, str]) -> None:
     ok = await probe(deployment(tmp_path, fake[1], "echo"))
     assert (ok.ok, ok.verdict, ok.healthy) == (True, "ok", True)
-    dead = await probe(deployment(tmp_path, "http://127.0.0.1:9", "echo"))
-    assert (dead.ok, dead.verdict) == (False, "unreachable")
-
-
-@pytest.mark.parametrize(
-    ("model", "kind", "status"),
-    [
-        ("stream-throttle", "throttlingException", 429),
-        ("stream-garbled", "upstream_stream_error", 502),
-        ("stream-cut", "upstream_stream_error", 502),
-    ],
-)
-async def test_broken_streams_end_in_a_stream_error(
-    tmp_path: Path, fake: tuple[FakeBedrock, str], model: str, kind: str, status: int
-) -> None:
-    events = await stream(deployment(tmp_path, fake[1], model), ask("two words"))
-    assert [e.text for e in events if isinstance(e, TextDelta)] == ["two"]
-    err = events[-1]
-    assert isinstance(err, StreamError) and (err.type, err.status) == (kind, status)
-    assert not any(isinstance(e, StreamEnd) for e in events)
-
-
-async def test_unreachable(tmp_path: Path) -> None:
-    with pytest.raises(UpstreamFailure) as caught:
-        await complete(deployment(tmp_path, "http://127.0.0.1:9", "echo"), ask("hi"))
-    assert caught.value.kind == "connect" and retry_rule(caught.value) is Retry.ANYWHERE

@@ -1,8 +1,10 @@
 """Gemini end to end on loopback: canonical request -> codec -> adapter -> a
 Gemini server that speaks the documented wire -> codec -> canonical reply or
-events. Usage is checked against hand computation from the server's counts,
-every failure mode becomes an UpstreamFailure the gateway's rules read right,
-and a broken stream becomes a StreamError."""
+events. Usage is checked against hand computation from the server's counts;
+a bad key is the deployment's fault. The failures it shares with the other
+adapters (each status an UpstreamFailure the gateway's rules read right, a
+broken stream a StreamError, a dead port, a foreign endpoint) are GEMINI's
+rows in failure_modes.py."""
 
 from __future__ import annotations
 
@@ -25,8 +27,6 @@ from forebay.protocols.canonical import (
     ReasoningPart,
     Stop,
     StreamEnd,
-    StreamError,
-    StreamEvent,
     TextDelta,
     TextPart,
     Tool,
@@ -35,12 +35,14 @@ from forebay.protocols.canonical import (
     ToolResultPart,
 )
 from forebay.protocols.gemini import GeminiCodec
-from forebay.upstreams.base import Endpoint, WireProtocol
+from forebay.upstreams.base import WireProtocol
 from forebay.upstreams.gemini import GeminiUpstream
 from forebay.upstreams.probe import ProbeResult
 from forebay.upstreams.registry import remote_upstream
 from tests.support.gemini_server import API_KEY, CACHED, SIGNATURE, THOUGHTS, FakeGemini
 from tests.support.servers import ServerThread
+from tests.upstreams import calls, failure_modes
+from tests.upstreams.failure_modes import GEMINI
 
 CODEC = GeminiCodec()
 WEATHER = Tool(
@@ -72,46 +74,12 @@ def deployment(tmp_path: Path, base_url: str, model: str, key: str = "${GEMINI_K
     return settings.models["g"].deployments[0]
 
 
-def ask(text: str, **kw: object) -> GenRequest:
-    return GenRequest(model="g", messages=[Message("user", [TextPart(text)])], **kw)  # type: ignore[arg-type]
-
-
-async def complete(dep: Deployment, req: GenRequest) -> object:
-    up = remote_upstream(dep)
-    try:
-        reply = await up.complete(
-            Endpoint.MESSAGES, {**CODEC.encode_request(req, dep.upstream_model), "model": "x"}
-        )
-        return CODEC.decode_reply(orjson.loads(reply.body))
-    finally:
-        await up.close()
-
-
 async def probe(dep: Deployment, timeout_s: float = 2.0) -> ProbeResult:
     up = GeminiUpstream(dep)
     try:
         return await up.probe(timeout_s)
     finally:
         await up.close()
-
-
-async def stream(dep: Deployment, req: GenRequest) -> list[StreamEvent]:
-    up = GeminiUpstream(dep)
-    decoder = CODEC.stream_decoder()
-    events: list[StreamEvent] = []
-    try:
-        handle = await up.open_stream(
-            Endpoint.MESSAGES, CODEC.encode_request(req, dep.upstream_model)
-        )
-        try:
-            async for chunk in handle.chunks():
-                events += decoder.feed(chunk)
-        finally:
-            handle.release()
-        events += decoder.close()
-    finally:
-        await up.close()
-    return events
 
 
 def test_config_defaults_and_adapter(tmp_path: Path) -> None:
@@ -135,19 +103,26 @@ async def test_reply_with_cached_and_reasoning_usage(
 ) -> None:
     server, url = fake
     dep = deployment(tmp_path, url, "gemini-echo")
-    reply = await complete(dep, ask("one two three four", reasoning=Reasoning(budget_tokens=64)))
+    reply = await calls.complete(
+        CODEC,
+        dep,
+        calls.ask("one two three four", reasoning=Reasoning(budget_tokens=64)),
+        body_model="x",
+    )
     sent = server.seen[-1]
     assert sent.path == "/v1beta/models/gemini-echo:generateContent"
     assert sent.headers["x-goog-api-key"] == API_KEY
-    assert "model" not in sent.body  # the model is in the path only
+    assert "model" not in sent.body  # the deployment's model is in the path only
     assert sent.body["generationConfig"]["thinkingConfig"] == {
         "thinkingBudget": 64,
         "includeThoughts": True,
     }
-    assert [type(p) for p in reply.parts] == [ReasoningPart, TextPart]  # type: ignore[attr-defined]
-    assert reply.parts[1].text == "one two three four"  # type: ignore[attr-defined]
-    assert reply.stop.kind is Stop.END  # type: ignore[attr-defined]
-    usage = reply.usage  # type: ignore[attr-defined]
+    reasoning, text = reply.parts
+    assert isinstance(reasoning, ReasoningPart) and isinstance(text, TextPart)
+    assert text.text == "one two three four"
+    assert reply.stop.kind is Stop.END
+    usage = reply.usage
+    assert usage is not None
     # Hand computation: prompt 4 words + 50 cached; candidates 4; thoughts 7 outside them.
     assert usage.input_tokens == 4 + CACHED
     assert usage.cache_read_tokens == CACHED
@@ -158,23 +133,23 @@ async def test_reply_with_cached_and_reasoning_usage(
 async def test_tool_call_round_trip(tmp_path: Path, fake: tuple[FakeGemini, str]) -> None:
     server, url = fake
     dep = deployment(tmp_path, url, "gemini-tool")
-    req = ask("weather in Paris?", tools=[WEATHER])
-    reply = await complete(dep, req)
-    call = next(p for p in reply.parts if isinstance(p, ToolCallPart))  # type: ignore[attr-defined]
+    req = calls.ask("weather in Paris?", tools=[WEATHER])
+    reply = await calls.complete(CODEC, dep, req)
+    call = next(p for p in reply.parts if isinstance(p, ToolCallPart))
     assert (call.name, orjson.loads(call.arguments)) == ("get_weather", {"city": "Paris"})
-    assert reply.stop.kind is Stop.TOOL_CALLS and reply.stop.raw == "STOP"  # type: ignore[attr-defined]
+    assert reply.stop.kind is Stop.TOOL_CALLS and reply.stop.raw == "STOP"
     # Send the call and its result back: the signature rides on the call, the
     # result is named by the function, both in Gemini's turn shape.
     follow = GenRequest(
         model="g",
         messages=[
             *req.messages,
-            Message("assistant", list(reply.parts)),  # type: ignore[attr-defined]
+            Message("assistant", list(reply.parts)),
             Message("tool", [ToolResultPart(call.id, [TextPart("18C, clear")])]),
         ],
         tools=[WEATHER],
     )
-    await complete(deployment(tmp_path, url, "gemini-echo"), follow)
+    await calls.complete(CODEC, deployment(tmp_path, url, "gemini-echo"), follow)
     contents = server.seen[-1].body["contents"]
     assert [c["role"] for c in contents] == ["user", "model", "user"]
     model_call = next(p for p in contents[1]["parts"] if "functionCall" in p)
@@ -187,7 +162,9 @@ async def test_tool_call_round_trip(tmp_path: Path, fake: tuple[FakeGemini, str]
 
 async def test_stream_text_tool_and_usage(tmp_path: Path, fake: tuple[FakeGemini, str]) -> None:
     server, url = fake
-    events = await stream(deployment(tmp_path, url, "gemini-echo"), ask("alpha beta gamma"))
+    events = await calls.stream(
+        CODEC, deployment(tmp_path, url, "gemini-echo"), calls.ask("alpha beta gamma")
+    )
     assert server.seen[-1].query == "alt=sse"
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert text == "alpha beta gamma"
@@ -199,8 +176,8 @@ async def test_stream_text_tool_and_usage(tmp_path: Path, fake: tuple[FakeGemini
         and end.usage.output_tokens == 3
     )
 
-    events = await stream(
-        deployment(tmp_path, url, "gemini-tool"), ask("weather?", tools=[WEATHER])
+    events = await calls.stream(
+        CODEC, deployment(tmp_path, url, "gemini-tool"), calls.ask("weather?", tools=[WEATHER])
     )
     starts = [e for e in events if isinstance(e, PartStart)]
     assert [s.kind for s in starts] == ["text", "reasoning", "tool_call"]
@@ -217,41 +194,26 @@ async def test_content_filter_stays_distinct(
     tmp_path: Path, fake: tuple[FakeGemini, str], model: str, raw: str
 ) -> None:
     dep = deployment(tmp_path, fake[1], model)
-    reply = await complete(dep, ask("something"))
-    assert reply.stop.kind is Stop.CONTENT_FILTER and reply.stop.raw == raw  # type: ignore[attr-defined]
-    events = await stream(dep, ask("something"))
+    reply = await calls.complete(CODEC, dep, calls.ask("something"))
+    assert reply.stop.kind is Stop.CONTENT_FILTER and reply.stop.raw == raw
+    events = await calls.stream(CODEC, dep, calls.ask("something"))
     assert isinstance(events[-1], StreamEnd)
     assert events[-1].stop.kind is Stop.CONTENT_FILTER and events[-1].stop.raw == raw
 
 
-@pytest.mark.parametrize(
-    ("model", "status", "retry_after", "rule"),
-    [
-        ("gemini-429", 429, "18", Retry.ELSEWHERE),  # RetryInfo 17.2s, rounded up
-        ("gemini-503", 503, None, Retry.ANYWHERE),
-        ("gemini-500", 500, None, Retry.ELSEWHERE),
-    ],
-)
-async def test_status_failures(
-    tmp_path: Path,
-    fake: tuple[FakeGemini, str],
-    model: str,
-    status: int,
-    retry_after: str | None,
-    rule: Retry,
-) -> None:
-    dep = deployment(tmp_path, fake[1], model)
-    for attempt in (complete(dep, ask("hi")), stream(dep, ask("hi"))):
-        with pytest.raises(UpstreamFailure) as caught:
-            await attempt
-        failure = caught.value
-        assert (failure.kind, failure.status, failure.retry_after) == (
-            "status",
-            status,
-            retry_after,
-        )
-        assert retry_rule(failure) is rule
-        assert orjson.loads(failure.body)["error"]["code"] == status
+@pytest.mark.parametrize("case", GEMINI.cases, ids=str)
+async def test_failure_modes(fake: tuple[FakeGemini, str], case: failure_modes.Case) -> None:
+    await failure_modes.check(GEMINI, fake[1], case)
+
+
+@pytest.mark.parametrize("call", ["whole", "stream"])
+async def test_unreachable(call: str) -> None:
+    await failure_modes.check_unreachable(GEMINI, call)
+
+
+async def test_embeddings_are_not_a_gemini_endpoint(fake: tuple[FakeGemini, str]) -> None:
+    server, url = fake
+    await failure_modes.check_foreign_endpoint(GEMINI, url, server.seen)
 
 
 async def test_bad_key_is_the_deployments_fault(
@@ -259,7 +221,7 @@ async def test_bad_key_is_the_deployments_fault(
 ) -> None:
     dep = deployment(tmp_path, fake[1], "gemini-echo", key="wrong-key")
     with pytest.raises(UpstreamFailure) as caught:
-        await complete(dep, ask("hi"))
+        await calls.complete(CODEC, dep, calls.ask("hi"))
     # Google answers 400 INVALID_ARGUMENT / API_KEY_INVALID: reported as 401, so
     # the gateway tries another deployment instead of blaming the caller.
     assert caught.value.status == 401 and retry_rule(caught.value) is Retry.ELSEWHERE
@@ -272,39 +234,3 @@ async def test_probe(tmp_path: Path, fake: tuple[FakeGemini, str]) -> None:
     assert (ok.ok, ok.verdict, ok.healthy) == (True, "ok", True)
     missing = await probe(deployment(tmp_path, fake[1], "palm-9"))
     assert (missing.ok, missing.verdict, missing.status) == (False, "model not served", 404)
-    dead = await probe(deployment(tmp_path, "http://127.0.0.1:9", "gemini-echo"), 1.0)
-    assert (dead.ok, dead.verdict) == (False, "unreachable")
-
-
-@pytest.mark.parametrize(
-    ("model", "kind"),
-    [
-        ("gemini-midstream", "unavailable"),
-        ("gemini-garbled", "upstream_stream_error"),
-        ("gemini-cut", None),
-    ],
-)
-async def test_broken_streams_end_in_a_stream_error(
-    tmp_path: Path, fake: tuple[FakeGemini, str], model: str, kind: str | None
-) -> None:
-    events = await stream(deployment(tmp_path, fake[1], model), ask("two words"))
-    assert any(isinstance(e, TextDelta) for e in events)  # the part before the break came through
-    err = events[-1]
-    assert isinstance(err, StreamError)
-    assert not any(isinstance(e, StreamEnd) for e in events)
-    if kind is not None:
-        assert err.type == kind
-    if model == "gemini-midstream":
-        assert err.status == 503
-
-
-async def test_unreachable_and_wrong_endpoint(tmp_path: Path) -> None:
-    dep = deployment(tmp_path, "http://127.0.0.1:9", "gemini-echo")
-    with pytest.raises(UpstreamFailure) as caught:
-        await complete(dep, ask("hi"))
-    assert caught.value.kind == "connect"
-    up = GeminiUpstream(dep)
-    with pytest.raises(UpstreamFailure) as caught:
-        await up.complete(Endpoint.EMBEDDINGS, {"input": "x"})
-    assert caught.value.kind == "protocol"
-    await up.close()

@@ -1,8 +1,10 @@
 """The OpenAI adapter against a loopback server of OpenAI's API: Chat
 Completions and Responses (whole and streamed, bytes intact and in order), the
-organization / project headers, 429 hints from retry-after, from the spent
-limit's reset or for a spent quota, the other failures, timeouts, a dead port,
-the probe; and, through a gateway, that only the deployment's key reaches it."""
+organization / project headers, a wrong key, the probe; and, through a gateway,
+that only the deployment's key reaches it. The failures it shares with the
+other adapters (429 hints from retry-after, from the spent limit's reset or for
+a spent quota, overload, garbled and dropped answers, a mid-stream error,
+timeouts, a dead port) are OPENAI's rows in failure_modes.py."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ from forebay.upstreams.registry import remote_upstream
 from tests.conftest import GatewayFactory
 from tests.support.deployments import deployment
 from tests.support.openai_api_server import API_KEY, OpenAIServer
-from tests.support.servers import ServerThread, free_port
+from tests.support.servers import ServerThread
+from tests.upstreams import calls, failure_modes
+from tests.upstreams.failure_modes import OPENAI
 
 Served = tuple[OpenAIServer, ServerThread]
 
@@ -39,22 +43,6 @@ def _dep(thread: ServerThread, extra: str = "", key: str = API_KEY) -> Deploymen
     return deployment(
         f"provider: openai, base_url: '{thread.url}/v1', model: gpt-4o-mini, api_key: '{key}'{more}"
     )
-
-
-def _chat(model: str = "gpt-4o-mini", **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": "hello there world"}], **extra}
-
-
-def _responses(model: str = "gpt-4o-mini", **extra: Any) -> dict[str, Any]:
-    return {"model": model, "input": "hello there world", **extra}
-
-
-async def _read(up: OpenAIUpstream, endpoint: Endpoint, payload: dict[str, Any]) -> bytes:
-    stream = await up.open_stream(endpoint, payload)
-    try:
-        return b"".join([c async for c in stream.chunks()])
-    finally:
-        stream.release()
 
 
 def _events(data: bytes) -> list[dict[str, Any]]:
@@ -77,8 +65,8 @@ async def test_chat_and_responses_carry_the_key_organization_and_project(server:
     up = remote_upstream(_dep(thread, "organization: org-test123, project: proj_abc"))
     assert isinstance(up, OpenAIUpstream)
     try:
-        chat = await up.complete(Endpoint.CHAT, _chat())
-        resp = await up.complete(Endpoint.RESPONSES, _responses(store=False))
+        chat = await up.complete(Endpoint.CHAT, calls.chat())
+        resp = await up.complete(Endpoint.RESPONSES, calls.responses(store=False))
     finally:
         await up.close()
     assert orjson.loads(chat.body)["choices"][0]["message"]["content"] == "hello there world"
@@ -90,14 +78,14 @@ async def test_chat_and_responses_carry_the_key_organization_and_project(server:
         assert seen.headers["authorization"] == f"Bearer {API_KEY}"
         assert seen.headers["openai-organization"] == "org-test123"
         assert seen.headers["openai-project"] == "proj_abc"
-    assert fake.seen[1].raw == orjson.dumps(_responses(store=False))
+    assert fake.seen[1].raw == orjson.dumps(calls.responses(store=False))
 
 
 async def test_without_organization_no_such_header_is_sent(server: Served) -> None:
     fake, thread = server
     up = OpenAIUpstream(_dep(thread))
     try:
-        await up.complete(Endpoint.CHAT, _chat())
+        await up.complete(Endpoint.CHAT, calls.chat())
     finally:
         await up.close()
     assert "openai-organization" not in fake.seen[0].headers
@@ -108,10 +96,10 @@ async def test_streams_arrive_intact_and_in_order(server: Served) -> None:
     _, thread = server
     up = OpenAIUpstream(_dep(thread))
     try:
-        chat = await _read(
-            up, Endpoint.CHAT, _chat(stream=True, stream_options={"include_usage": True})
+        chat = await calls.read(
+            up, Endpoint.CHAT, calls.chat(stream=True, stream_options={"include_usage": True})
         )
-        resp = await _read(up, Endpoint.RESPONSES, _responses(stream=True))
+        resp = await calls.read(up, Endpoint.RESPONSES, calls.responses(stream=True))
     finally:
         await up.close()
     frames = chat.split(b"\n\n")
@@ -126,43 +114,19 @@ async def test_streams_arrive_intact_and_in_order(server: Served) -> None:
     assert deltas == "hello there world"
 
 
-@pytest.mark.parametrize(
-    ("model", "status", "retry", "rule"),
-    [
-        ("rate-limited", 429, "7", Retry.ELSEWHERE),
-        ("rate-reset", 429, "90", Retry.ELSEWHERE),  # the tokens limit is spent: 1m30s
-        ("quota", 429, "3600", Retry.ELSEWHERE),
-        ("server-error", 500, None, Retry.ELSEWHERE),
-        ("overloaded", 503, None, Retry.ANYWHERE),
-        ("invalid", 400, None, Retry.NO),
-    ],
-)
-@pytest.mark.parametrize("endpoint", [Endpoint.CHAT, Endpoint.RESPONSES])
-@pytest.mark.parametrize("stream", [False, True])
-async def test_each_failure_has_its_kind_and_retry_hint(
-    server: Served,
-    model: str,
-    status: int,
-    retry: str | None,
-    rule: Retry,
-    endpoint: Endpoint,
-    stream: bool,
-) -> None:
-    _, thread = server
-    up = OpenAIUpstream(_dep(thread))
-    payload = _chat(model) if endpoint is Endpoint.CHAT else _responses(model)
-    try:
-        with pytest.raises(UpstreamFailure) as raised:
-            if stream:
-                await up.open_stream(endpoint, {**payload, "stream": True})
-            else:
-                await up.complete(endpoint, payload)
-    finally:
-        await up.close()
-    failure = raised.value
-    assert (failure.kind, failure.status, failure.retry_after) == ("status", status, retry)
-    assert retry_rule(failure) is rule
-    assert "error" in orjson.loads(failure.body)
+@pytest.mark.parametrize("case", OPENAI.cases, ids=str)
+async def test_failure_modes(server: Served, case: failure_modes.Case) -> None:
+    await failure_modes.check(OPENAI, server[1].url, case)
+
+
+@pytest.mark.parametrize("call", OPENAI.calls)
+async def test_a_dead_port_cannot_connect_nor_be_probed(call: str) -> None:
+    await failure_modes.check_unreachable(OPENAI, call)
+
+
+async def test_messages_are_not_an_openai_endpoint(server: Served) -> None:
+    fake, thread = server
+    await failure_modes.check_foreign_endpoint(OPENAI, thread.url, fake.seen)
 
 
 async def test_a_wrong_key(server: Served) -> None:
@@ -170,64 +134,10 @@ async def test_a_wrong_key(server: Served) -> None:
     up = OpenAIUpstream(_dep(thread, key="sk-wrong-0123456789abcdef"))
     try:
         with pytest.raises(UpstreamFailure) as raised:
-            await up.complete(Endpoint.RESPONSES, _responses())
+            await up.complete(Endpoint.RESPONSES, calls.responses())
     finally:
         await up.close()
     assert raised.value.status == 401 and retry_rule(raised.value) is Retry.ELSEWHERE
-
-
-async def test_garbled_and_dropped_answers(server: Served) -> None:
-    _, thread = server
-    up = OpenAIUpstream(_dep(thread))
-    try:
-        garbled = await up.complete(Endpoint.RESPONSES, _responses("garbled"))
-        with pytest.raises(UpstreamFailure) as dropped:
-            await up.complete(Endpoint.CHAT, _chat("drop"))
-        with pytest.raises(UpstreamFailure) as dropped_stream:
-            await _read(up, Endpoint.RESPONSES, _responses("drop", stream=True))
-    finally:
-        await up.close()
-    assert garbled.body.startswith(b"<html>")  # returned as it came; the codec judges it
-    assert dropped.value.kind == "protocol" and dropped_stream.value.kind == "protocol"
-
-
-async def test_a_dead_port_cannot_connect_nor_be_probed() -> None:
-    dead = deployment(
-        f"provider: openai, base_url: 'http://127.0.0.1:{free_port()}/v1', model: m, api_key: k"
-    )
-    up = OpenAIUpstream(dead)
-    try:
-        with pytest.raises(UpstreamFailure) as raised:
-            await up.complete(Endpoint.CHAT, _chat())
-        result = await up.probe(1.0)
-    finally:
-        await up.close()
-    assert raised.value.kind == "connect"
-    assert (result.ok, result.verdict) == (False, "unreachable")
-
-
-@pytest.mark.parametrize("endpoint", [Endpoint.CHAT, Endpoint.RESPONSES])
-async def test_a_slow_first_byte_times_out(server: Served, endpoint: Endpoint) -> None:
-    _, thread = server
-    up = OpenAIUpstream(_dep(thread, "timeout_s: 0.3"))
-    payload = _chat("slow-3000") if endpoint is Endpoint.CHAT else _responses("slow-3000")
-    try:
-        with pytest.raises(UpstreamFailure) as raised:
-            await up.open_stream(endpoint, {**payload, "stream": True})
-    finally:
-        await up.close()
-    assert raised.value.kind == "timeout"
-
-
-async def test_messages_are_not_an_openai_endpoint(server: Served) -> None:
-    fake, thread = server
-    up = OpenAIUpstream(_dep(thread))
-    try:
-        with pytest.raises(UpstreamFailure) as raised:
-            await up.complete(Endpoint.MESSAGES, _chat())
-    finally:
-        await up.close()
-    assert raised.value.kind == "protocol" and fake.seen == []
 
 
 @pytest.mark.parametrize(
