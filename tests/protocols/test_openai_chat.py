@@ -135,6 +135,8 @@ def test_encode_request_splits_tool_results_into_tool_messages() -> None:
                 "role": "assistant",
                 "content": "Let me look.",
                 "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": '{"x":1}'}}],
+                # signed thinking goes back to the upstream that signed it (LiteLLM's field)
+                "thinking_blocks": [{"type": "thinking", "thinking": "hmm", "signature": "s"}],
             },
             {"role": "tool", "tool_call_id": "t1", "content": "done"},
             {

@@ -21,6 +21,10 @@ upstream model name a deployment is configured with:
                 answers "the tool said <its content>"; usage reports
                 TOOLS_CACHED prompt tokens read from cache and TOOLS_REASONING
                 reasoning tokens
+  signed        a reasoning model that signs its tool calls and thinking as Gemini's
+                OpenAI-compatibility endpoint and LiteLLM do, and refuses (400) a
+                second turn that did not bring them back (tests/support/signed_chat.py);
+                signed-garbled: the same with hostile signatures
   scripted      follows the server's `script` (tests/support/scripted.py): calls its
                 tool, then answers with the tool's result, as a model driving an agent
 
@@ -43,6 +47,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.support.scripted import ToolScript, chat_turn
+from tests.support.signed_chat import signed_turn
 
 # What the `vision` model counts per image, audio or file content part.
 MEDIA_PROMPT_TOKENS = 1000
@@ -109,6 +114,12 @@ class FakeUpstream:
         extra = media * MEDIA_PROMPT_TOKENS if body["model"] == "vision" else 0
         if body["model"] == "tools":
             return _tools_answer(body, text)
+        if body["model"] in ("signed", "signed-garbled"):
+            turn = signed_turn(body, text)
+            if isinstance(turn, str):
+                error = {"message": turn, "type": "invalid_request_error", "code": 400}
+                return _json({"error": error}, 400)
+            return _reply(body, *turn)
         if body["model"] == "scripted":
             if self.script is None:
                 return _json({"error": {"message": "the test server was given no script"}}, 500)
@@ -323,15 +334,19 @@ async def _tools_stream(
         return b"data: " + orjson.dumps({**head, "choices": [choice], **extra}) + b"\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
-    if message.get("tool_calls"):
-        call = message["tool_calls"][0]
+    if message.get("reasoning_content"):  # the text, then its signed block (LiteLLM's)
+        yield chunk({"reasoning_content": message["reasoning_content"]})
+        yield chunk({"thinking_blocks": message["thinking_blocks"]})
+    for n, call in enumerate(message.get("tool_calls") or ()):
         args = call["function"]["arguments"]
-        first = {"index": 0, "id": call["id"], "type": "function"}
+        first = {"index": n, "id": call["id"], "type": "function"}
         first["function"] = {"name": call["function"]["name"], "arguments": ""}
+        if "extra_content" in call:  # Gemini's: on the call's first fragment
+            first["extra_content"] = call["extra_content"]
         yield chunk({"tool_calls": [first]})
         for piece in (args[: len(args) // 2], args[len(args) // 2 :]):
-            yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-    else:
+            yield chunk({"tool_calls": [{"index": n, "function": {"arguments": piece}}]})
+    if not message.get("tool_calls"):
         for i, word in enumerate(message["content"].split()):
             yield chunk({"content": word if i == 0 else " " + word})
     yield chunk({}, finish)

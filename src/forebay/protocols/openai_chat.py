@@ -3,11 +3,13 @@ TGI, OpenAI itself and the embedded model. The stream half is in
 openai_chat_stream.py.
 
 Chat has no place for a few canonical things, and the encoder drops them
-rather than invent one: reasoning parts in the prompt (they are the model's
-own; no Chat server takes them back), cache_control marks, a thinking budget.
-Signed reasoning (Gemini thought signatures, Anthropic and Bedrock thinking)
-reaches Chat clients and comes back from them by the conventions in
-openai_chat_reasoning.py.
+rather than invent one: readable reasoning in the prompt (the model's own; no
+Chat server takes it back), cache_control marks, a thinking budget. Signed
+reasoning (Gemini thought signatures, Anthropic and Bedrock thinking) travels
+by the conventions in openai_chat_reasoning.py, both ways on both sides: to
+and from Chat clients, and to and from Chat upstreams (Gemini's
+OpenAI-compatibility endpoint rejects a function call sent back without its
+signature).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from forebay.protocols.openai_chat_reasoning import (
     decode_blocks,
     decode_call_signature,
     extra_content,
+    read_blocks,
+    read_call_signature,
     reply_reasoning,
 )
 from forebay.protocols.openai_chat_stream import ChatStreamDecoder, ChatStreamEncoder
@@ -265,7 +269,11 @@ def decode_reply(body: dict[str, Any]) -> GenReply:
         raise UpstreamFailure("protocol", "the upstream's answer has no message")
     parts: list[Part] = []
     reasoning = msg.get("reasoning_content") or msg.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
+    reasoning = reasoning if isinstance(reasoning, str) else ""
+    blocks = msg.get("thinking_blocks")
+    if blocks is not None:  # signed thinking (openai_chat_reasoning.py)
+        parts.extend(read_blocks(blocks, reasoning))
+    elif reasoning:
         parts.append(ReasoningPart(text=reasoning))
     content = msg.get("content")
     if isinstance(content, str) and content:
@@ -279,6 +287,9 @@ def decode_reply(body: dict[str, Any]) -> GenReply:
         if not isinstance(fn, dict):
             raise UpstreamFailure("protocol", "the upstream's answer has a malformed tool call")
         args = fn.get("arguments")
+        signature = read_call_signature(call)
+        if signature is not None:  # Gemini's, bound to this call
+            parts.append(ReasoningPart(signature=signature))
         parts.append(
             ToolCallPart(str(call.get("id") or f"call_{i}"), str(fn.get("name") or ""), str(args))
         )

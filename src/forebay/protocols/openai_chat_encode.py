@@ -1,4 +1,7 @@
-"""Canonical requests as Chat Completions bodies (openai_chat.py has the rest)."""
+"""Canonical requests as Chat Completions bodies (openai_chat.py has the rest).
+An assistant turn's signed reasoning goes back by openai_chat_reasoning.py's
+conventions (a call's Gemini signature on the call, other signed thinking in
+`thinking_blocks`); its readable reasoning does not, as before."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from forebay.protocols.canonical import (
     ToolCallPart,
     ToolResultPart,
 )
+from forebay.protocols.openai_chat_reasoning import extra_content, reply_reasoning
 from forebay.protocols.values import data_url
 
 # ---------------------------------------------------------------- requests out
@@ -63,6 +67,7 @@ def _messages_out(req: GenRequest) -> list[dict[str, Any]]:
             text = [p for p in m.parts if isinstance(p, TextPart)]
             msg["content"] = "".join(p.text for p in text) if text else None
             calls = [p for p in m.parts if isinstance(p, ToolCallPart)]
+            blocks, signatures = reply_reasoning(m.parts, opaque=True)
             if calls:
                 msg["tool_calls"] = [
                     {
@@ -72,6 +77,10 @@ def _messages_out(req: GenRequest) -> list[dict[str, Any]]:
                     }
                     for c in calls
                 ]
+                for n, sig in signatures.items():
+                    msg["tool_calls"][n]["extra_content"] = extra_content(sig)
+            if blocks:
+                msg["thinking_blocks"] = blocks
             if m.name:
                 msg["name"] = m.name
             out.append(msg)

@@ -8,6 +8,10 @@ Decoding: a chunk's delta may carry text, reasoning (`reasoning_content`, or
 starts (Chat servers send one at a time), so encoders of block-structured
 wires (Anthropic) see whole blocks. An `{"error": ...}` event becomes a
 StreamError; so does a stream that ends inside an event or before its end.
+Signed reasoning comes as openai_chat_reasoning.py has it: a tool call's first
+fragment may carry its Gemini signature (`extra_content`), which becomes a
+reasoning part just before the call's, and a delta's `thinking_blocks` sign or
+add reasoning parts. Both are looked at only when present.
 """
 
 from __future__ import annotations
@@ -32,7 +36,13 @@ from forebay.protocols.canonical import (
     ToolArgsDelta,
     Usage,
 )
-from forebay.protocols.openai_chat_reasoning import block_of, call_signature, extra_content
+from forebay.protocols.openai_chat_reasoning import (
+    block_of,
+    call_signature,
+    extra_content,
+    read_block,
+    read_call_signature,
+)
 from forebay.protocols.openai_chat_terms import finish_reason, stop_of, usage_body, usage_of
 from forebay.protocols.sse import SseDecoder, data_event, json_of
 
@@ -47,6 +57,7 @@ class ChatStreamDecoder(SseDecoder):
         self._next = 0
         self._text: int | None = None
         self._reasoning: int | None = None
+        self._said: int | None = None  # the reasoning part that had reasoning_content
         self._tools: dict[int, int] = {}  # Chat's tool-call index -> part index
         self._stop: StopReason | None = None
         self._usage: Usage | None = None
@@ -96,8 +107,11 @@ class ChatStreamDecoder(SseDecoder):
         if isinstance(delta, dict):
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if isinstance(reasoning, str) and reasoning:
-                self._reasoning = self._switch(self._reasoning, "reasoning", out)
+                self._reasoning = self._said = self._switch(self._reasoning, "reasoning", out)
                 out.append(ReasoningDelta(self._reasoning, reasoning))
+            blocks = delta.get("thinking_blocks")
+            if blocks is not None:
+                self._blocks(blocks, out)
             text = delta.get("content")
             if isinstance(text, str) and text:
                 self._text = self._switch(self._text, "text", out)
@@ -116,6 +130,9 @@ class ChatStreamDecoder(SseDecoder):
         assert isinstance(fn, dict)
         index = self._tools.get(key) if isinstance(key, int) else None
         if index is None:
+            signature = read_call_signature(call)
+            if signature is not None:  # Gemini's: a part of its own, before its call
+                out.append(ReasoningDelta(self._start("reasoning", out), signature=signature))
             index = self._start(
                 "tool_call",
                 out,
@@ -129,6 +146,27 @@ class ChatStreamDecoder(SseDecoder):
         args = fn.get("arguments")
         if isinstance(args, str) and args:
             out.append(ToolArgsDelta(index, args))
+
+    def _blocks(self, blocks: Any, out: list[StreamEvent]) -> None:
+        """LiteLLM's `thinking_blocks`: a signature ends the reasoning part it
+        signs, whose text came as `reasoning_content` (the block repeats it) or,
+        from a server that sends none, in the blocks themselves; redacted
+        thinking is a part of its own."""
+        for raw in blocks if isinstance(blocks, list) else ():
+            part = read_block(raw)
+            if part is None:
+                continue
+            if part.redacted is not None:
+                self._start("reasoning", out, redacted=part.redacted)
+                self._stop_open(out)
+                continue
+            said = self._reasoning is not None and self._said == self._reasoning == self._open
+            self._reasoning = self._switch(self._reasoning, "reasoning", out)
+            text = "" if said else part.text
+            if text or part.signature:
+                out.append(ReasoningDelta(self._reasoning, text, part.signature))
+            if part.signature:
+                self._stop_open(out)
 
     def _switch(
         self, index: int | None, kind: Literal["text", "reasoning"], out: list[StreamEvent]
