@@ -146,3 +146,52 @@ def test_hostile_signatures_from_the_upstream_are_dropped(gw: Gateway, stream: b
         tool: Any = {"name": "weather", "input_schema": WEATHER["parameters"]}
         msg = ant.messages.create(model="garbled", max_tokens=64, messages=ask, tools=[tool])
     assert [b.type for b in msg.content] == ["thinking", "tool_use", "tool_use"]
+
+
+def test_openais_own_chat_api_is_sent_none_of_the_signature_fields(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    # A Messages conversation carrying Anthropic's signed thinking, translated
+    # to Chat: an OpenAI-compatible server gets the signature in thinking_blocks,
+    # OpenAI's (and Azure's) own API, which neither signs nor documents the
+    # field, gets the turn without it.
+    from tests.support.openai_api_server import API_KEY, OpenAIServer
+    from tests.support.servers import ServerThread
+
+    fake = OpenAIServer()
+    with ServerThread(fake.app()) as thread:
+        gw = make_gateway(
+            f"""
+        models:
+          own:
+            deployments:
+              - {{name: oai, provider: openai, base_url: "{thread.url}/v1",
+                  model: details-20-5, api_key: "{API_KEY}"}}
+          compat:
+            deployments: [{{name: compat, base_url: "{upstream.base_url}", model: echo}}]
+        """
+        )
+        history: Any = [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": THINKING, "signature": THINKING_SIGNATURE},
+                    {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}],
+            },
+        ]
+        tool: Any = {"name": "weather", "input_schema": {"type": "object"}}
+        with anthropic.Anthropic(base_url=gw.url, api_key=gw.tenant_key, max_retries=0) as sdk:
+            for model in ("own", "compat"):
+                sdk.messages.create(model=model, max_tokens=16, messages=history, tools=[tool])
+        [own] = [m for m in fake.seen[-1].body["messages"] if m["role"] == "assistant"]
+        [compat] = [m for m in upstream.fake.seen[-1].body["messages"] if m["role"] == "assistant"]
+        assert compat["thinking_blocks"][0]["signature"] == THINKING_SIGNATURE
+        assert "thinking_blocks" not in own, own
+        assert own["tool_calls"][0]["function"]["name"] == "weather"
+        assert all("extra_content" not in c for c in own["tool_calls"])

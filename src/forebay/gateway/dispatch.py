@@ -54,6 +54,7 @@ from forebay.gateway.translate import (
 )
 from forebay.gateway.validate import ParsedRequest
 from forebay.protocols.canonical import GenReply
+from forebay.protocols.openai_chat_reasoning import strip_signed_history
 from forebay.protocols.option_policy import DROPPED_HEADER
 from forebay.upstreams.base import Endpoint, UpstreamReply, UpstreamStream, WireProtocol
 
@@ -299,6 +300,8 @@ class Dispatcher:
             if req.canonical is None:
                 req.canonical = plan.inbound.decode_request(req.payload)
             payload = encode_for(plan, req.canonical, dep.upstream_model)
+            if upstream.strict_chat and plan.outbound.name == WireProtocol.OPENAI_CHAT:
+                strip_signed_history(payload)
         limit = max(0.001, ticket.deadline - time.monotonic())
         own_limit = dep.first_byte_timeout_s is not None and dep.first_byte_timeout_s < limit
         if own_limit:

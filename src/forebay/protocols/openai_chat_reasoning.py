@@ -166,3 +166,15 @@ def read_blocks(value: Any, reasoning: str) -> list[Part]:
         else:
             parts.insert(0, ReasoningPart(text=reasoning))
     return parts
+
+
+def strip_signed_history(payload: dict[str, Any]) -> None:
+    """Take this module's fields out of a Chat request for an upstream that
+    neither signs reasoning nor documents them (OpenAI's and Azure's own API):
+    it could not use them, and a strict validator might refuse the request."""
+    for msg in payload.get("messages", ()):
+        if msg.get("role") != "assistant":
+            continue
+        msg.pop("thinking_blocks", None)
+        for call in msg.get("tool_calls") or ():
+            call.pop("extra_content", None)

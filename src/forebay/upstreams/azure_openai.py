@@ -25,6 +25,7 @@ _DEPLOYMENT_ROUTES = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.EM
 
 class AzureOpenAIUpstream(HttpUpstream):
     wire = frozenset({WireProtocol.OPENAI_CHAT, WireProtocol.OPENAI_RESPONSES})
+    strict_chat = True
 
     def __init__(self, deployment: Deployment) -> None:
         headers = dict(deployment.headers)

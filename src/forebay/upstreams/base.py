@@ -76,6 +76,9 @@ class Upstream(Protocol):
     # The generation protocols it speaks natively: a request in one of them is
     # relayed untouched, any other is translated (gateway/translate.py).
     wire: frozenset[WireProtocol]
+    # OpenAI's own Chat API (OpenAI, Azure): a translated request carries none
+    # of the fields other Chat servers take for signed reasoning.
+    strict_chat: bool
 
     def ready(self) -> bool:
         """Cheap, synchronous: may this deployment be tried right now?"""

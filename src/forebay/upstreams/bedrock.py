@@ -42,6 +42,7 @@ _RETRY_AFTER = {"ModelNotReadyException": "2", "ThrottlingException": "1"}
 
 class BedrockUpstream:
     wire = frozenset({WireProtocol.BEDROCK_CONVERSE})
+    strict_chat = False
 
     def __init__(self, deployment: Deployment, *, base_url: str | None = None) -> None:
         if deployment.aws is None:

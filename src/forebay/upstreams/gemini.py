@@ -35,6 +35,7 @@ _ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 
 class GeminiUpstream:
     wire = frozenset({WireProtocol.GEMINI})
+    strict_chat = False
 
     def __init__(self, deployment: Deployment, *, base_url: str | None = None) -> None:
         self.deployment = deployment

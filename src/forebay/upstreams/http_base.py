@@ -31,6 +31,7 @@ MAX_ERROR_BODY = 64 * 1024
 
 class HttpUpstream:
     wire: frozenset[WireProtocol]  # each adapter says which protocols it speaks natively
+    strict_chat = False
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ _ENDPOINTS = frozenset(
 
 class OpenAIUpstream(HttpUpstream):
     wire = frozenset({WireProtocol.OPENAI_CHAT, WireProtocol.OPENAI_RESPONSES})
+    strict_chat = True
 
     def __init__(self, deployment: Deployment) -> None:
         headers = request_headers(deployment)
