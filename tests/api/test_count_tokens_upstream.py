@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import Gateway, GatewayFactory, Upstream
 from tests.support import anthropic_server, bedrock_server, gemini_server
-from tests.support.servers import ServerThread
+from tests.support.provider_fakes import Fakes, running_fakes
 
 SYSTEM = "answer in one word"  # 4 words
 PROMPT: Any = [{"role": "user", "content": "how many tokens are in this prompt"}]  # 7 words
@@ -29,25 +29,10 @@ TOOLS: Any = [
 HEADER = "x-forebay-token-count"
 
 
-class Fakes:
-    def __init__(self) -> None:
-        self.anthropic = anthropic_server.AnthropicServer()
-        self.gemini = gemini_server.FakeGemini()
-        self.bedrock = bedrock_server.FakeBedrock()
-        self.urls: dict[str, str] = {}
-
-
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[Fakes]:
-    f = Fakes()
-    apps = {"anthropic": f.anthropic.app(), "gemini": f.gemini.app(), "bedrock": f.bedrock.app()}
-    threads = {name: ServerThread(app).start() for name, app in apps.items()}
-    f.urls = {name: t.url for name, t in threads.items()}
-    try:
+    with running_fakes() as f:
         yield f
-    finally:
-        for t in threads.values():
-            t.stop()
 
 
 def _config(f: Fakes, chat_url: str) -> str:

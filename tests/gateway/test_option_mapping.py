@@ -15,31 +15,16 @@ import pytest
 
 from tests.conftest import Gateway, GatewayFactory
 from tests.support import anthropic_server, bedrock_server, gemini_server
-from tests.support.servers import ServerThread
+from tests.support.provider_fakes import Fakes, running_fakes
 
 DROPPED = "x-forebay-dropped-params"
 CLAUDE_ON_AWS = "us.anthropic.claude-sonnet-4-5-20250929-v1"
 
 
-class Fakes:
-    def __init__(self) -> None:
-        self.anthropic = anthropic_server.AnthropicServer()
-        self.gemini = gemini_server.FakeGemini()
-        self.bedrock = bedrock_server.FakeBedrock()
-        self.urls: dict[str, str] = {}
-
-
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[Fakes]:
-    f = Fakes()
-    apps = {"anthropic": f.anthropic.app(), "gemini": f.gemini.app(), "bedrock": f.bedrock.app()}
-    threads = {name: ServerThread(app).start() for name, app in apps.items()}
-    f.urls = {name: t.url for name, t in threads.items()}
-    try:
+    with running_fakes() as f:
         yield f
-    finally:
-        for t in threads.values():
-            t.stop()
 
 
 @pytest.fixture
