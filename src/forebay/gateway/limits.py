@@ -282,14 +282,13 @@ def _upper_bounds(
     """(tokens, $) no deployment of the alias can exceed for this request. A plain
     text prompt has one bound for every deployment: the walk is done once either way."""
     shape = prompt_shape(prompt_body(req))  # a continued conversation: all of it
-    tokens = 0
-    usd = 0.0
+    tokens, usd = 0, 0.0
     for d in model.deployments:
         prompt = shape.bound(d.bounds)
         tokens = max(tokens, prompt)
         # Each prompt token at the dearest of its prices (written to the cache, say).
-        prompt_usd = prompt * input_price_bound(d)
-        usd = max(usd, prompt_usd * (2 if hedged else 1) + output * d.usd_per_output_token)
+        prompt_usd = prompt * input_price_bound(d) * (2 if hedged else 1)
+        usd = max(usd, prompt_usd + output * d.usd_per_output_token)
     return float(tokens + output), usd
 
 
@@ -305,8 +304,7 @@ def _cap_output(req: ParsedRequest, cap: int) -> None:
         return
     capped = False
     for name in ("max_completion_tokens", "max_tokens"):
-        value = payload.get(name)
-        if value is not None:
+        if payload.get(name) is not None:
             payload[name] = cap  # negative: max_output_tokens found no bound
             capped = True
     if not capped:
@@ -316,8 +314,7 @@ def _cap_output(req: ParsedRequest, cap: int) -> None:
 def _choices(req: ParsedRequest) -> int:
     """How many completions the upstream generates (and bills): `n`, or `best_of`
     (completions) when larger; validated as integers."""
-    n = req.payload.get("n")
-    best_of = req.payload.get("best_of")
+    n, best_of = req.payload.get("n"), req.payload.get("best_of")
     count = n if isinstance(n, int) else 1
     if isinstance(best_of, int) and best_of > count:
         count = best_of
