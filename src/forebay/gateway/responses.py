@@ -46,15 +46,20 @@ def prompt_body(req: ParsedRequest) -> dict[str, Any]:
     for a Responses request continuing a conversation by previous_response_id,
     whose payload holds only the new turn, the canonical request (the stored
     conversation expanded) as a Responses body, so the reservation covers all
-    that the upstream is sent, not just the new turn."""
+    that the upstream is sent, not just the new turn. Built once a request:
+    limits, the routing ticket and the estimates all read it."""
+    if req.prompt_payload is not None:
+        return req.prompt_payload
     canonical = req.canonical
     if (
         canonical is None
         or req.protocol is not WireProtocol.OPENAI_RESPONSES
         or req.payload.get("previous_response_id") is None
     ):
-        return req.payload
-    return CODEC.encode_request(canonical, req.model)
+        req.prompt_payload = req.payload
+    else:
+        req.prompt_payload = CODEC.encode_request(canonical, req.model)
+    return req.prompt_payload
 
 
 def strip_overrides(body: dict[str, Any]) -> dict[str, Any]:

@@ -63,6 +63,10 @@ class ParsedRequest:
     # False: never relay the bytes untouched, even to an upstream of the client's
     # protocol (a Responses request whose state Forebay keeps).
     verbatim: bool = True
+    # The body whose prompt limits, routing and estimates read, once built
+    # (gateway/responses.prompt_body): the payload, or a continued Responses
+    # conversation expanded.
+    prompt_payload: dict[str, Any] | None = None
 
 
 def parse_json(body: bytes, limit: int) -> dict[str, Any]:
