@@ -11,8 +11,9 @@ import httpx
 import openai
 import pytest
 
+from forebay.gateway.request_headers import scan
 from forebay.upstreams.base import WireProtocol
-from forebay.upstreams.passed_headers import MAX_VALUE, PASSED, for_upstream, from_client
+from forebay.upstreams.passed_headers import MAX_VALUE, PASSED, for_upstream
 from tests.conftest import Gateway, GatewayFactory, Upstream, echo_config
 
 MEANINGFUL = {
@@ -139,7 +140,7 @@ def test_without_such_headers_nothing_is_added(gw: Gateway, upstream: Upstream) 
 
 def test_which_protocol_gets_which() -> None:
     raw = [(k.lower().encode(), v.encode()) for k, v in {**MEANINGFUL, **NEVER}.items()]
-    passed = from_client(raw)
+    passed = scan(raw).passed
     assert passed == {k.lower(): v for k, v in MEANINGFUL.items()}
     anthropic = for_upstream(passed, {WireProtocol.ANTHROPIC_MESSAGES})
     assert anthropic == {
@@ -155,10 +156,10 @@ def test_which_protocol_gets_which() -> None:
     assert for_upstream(passed, {WireProtocol.OPENAI_CHAT}, {"openai-beta"}) == {
         "idempotency-key": "retry-7f3a"
     }
-    assert from_client([(b"authorization", b"Bearer x"), (b"host", b"h")]) is None
+    assert scan([(b"authorization", b"Bearer x"), (b"host", b"h")]).passed is None
     assert for_upstream(None, {WireProtocol.OPENAI_CHAT}) is None
 
 
 def test_an_oversized_value_is_not_passed() -> None:
     raw = [(b"idempotency-key", b"k" * (MAX_VALUE + 1)), (b"openai-beta", b"b")]
-    assert from_client(raw) == {"openai-beta": "b"}
+    assert scan(raw).passed == {"openai-beta": "b"}

@@ -6,8 +6,7 @@ upstream each read them from here, rather than walking the list once apiece.
 Starlette's `request.headers.get` raises and catches a KeyError for every absent
 header, which profiled at tens of microseconds a request on the hot path under
 load; a lookup here is an attribute read. As a walk for one name would, a
-header sent twice counts by its first value (the passed ones by their last,
-as upstreams/passed_headers.from_client takes them).
+header sent twice counts by its first value (a passed one by its last).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from forebay.gateway.classes import CLASS_HEADER_RAW
-from forebay.upstreams.passed_headers import MAX_VALUE, NAMES
+from forebay.upstreams.passed_headers import passable
 
 
 @dataclass(slots=True)
@@ -50,7 +49,7 @@ def scan(raw: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
         field = _FIELDS.get(name)
         if field is not None and getattr(seen, field) is None:
             setattr(seen, field, value.decode("latin-1"))
-        if name in NAMES and len(value) <= MAX_VALUE:  # as from_client takes them
+        if passable(name, value):
             if seen.passed is None:
                 seen.passed = {}
             seen.passed[name.decode("latin-1")] = value.decode("latin-1")

@@ -24,7 +24,7 @@ value never replaces it.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 
 from forebay.upstreams.base import WireProtocol
 
@@ -42,17 +42,10 @@ NAMES = frozenset(name.encode() for name in PASSED)  # as ASGI names them
 MAX_VALUE = 1024  # no legitimate value of these is longer; a longer one is not passed
 
 
-def from_client(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str] | None:
-    """The passable headers of a request (ASGI raw headers, names lower-case), in
-    one pass over them; None, allocating nothing, when it has none (the usual).
-    The pipeline takes them in its one pass (gateway/request_headers.scan)."""
-    found: dict[str, str] | None = None
-    for name, value in raw:
-        if name in NAMES and len(value) <= MAX_VALUE:
-            if found is None:
-                found = {}
-            found[name.decode("latin-1")] = value.decode("latin-1")
-    return found
+def passable(name: bytes, value: bytes) -> bool:
+    """Whether a request header (ASGI raw, name lower-case) may reach an upstream
+    at all; gateway/request_headers.scan collects those in its one pass."""
+    return name in NAMES and len(value) <= MAX_VALUE
 
 
 def for_upstream(
