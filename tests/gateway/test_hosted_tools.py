@@ -103,6 +103,17 @@ def _config(
     """
 
 
+@pytest.fixture
+def gw(
+    make_gateway: GatewayFactory,
+    chat: tuple[FakeUpstream, ServerThread],
+    native: tuple[OpenAIServer, ServerThread],
+    ant: tuple[AnthropicServer, ServerThread],
+) -> Gateway:
+    """The gateway of the tests that need no other configuration."""
+    return _gateway(make_gateway, chat, native, ant)
+
+
 def _gateway(
     make_gateway: GatewayFactory,
     chat: tuple[FakeUpstream, ServerThread],
@@ -230,12 +241,9 @@ def test_with_the_native_deployment_dead_a_hosted_tool_does_not_fail_over_to_cha
 
 
 def test_an_unforced_hosted_tool_is_dropped_for_a_chat_only_alias(
-    make_gateway: GatewayFactory,
+    gw: Gateway,
     chat: tuple[FakeUpstream, ServerThread],
-    native: tuple[OpenAIServer, ServerThread],
-    ant: tuple[AnthropicServer, ServerThread],
 ) -> None:
-    gw = _gateway(make_gateway, chat, native, ant)
     fn = {"type": "function", "name": "lookup", "parameters": {"type": "object"}}
     resp = _responses(gw, "chat-only", tools=[WEB_SEARCH, fn, {"type": "file_search"}])
     assert resp.status_code == 200, resp.text
@@ -267,13 +275,10 @@ def test_an_unforced_hosted_tool_is_dropped_for_a_chat_only_alias(
     ],
 )
 def test_a_forced_hosted_tool_is_refused_for_a_chat_only_alias(
-    make_gateway: GatewayFactory,
+    gw: Gateway,
     chat: tuple[FakeUpstream, ServerThread],
-    native: tuple[OpenAIServer, ServerThread],
-    ant: tuple[AnthropicServer, ServerThread],
     extra: dict[str, Any],
 ) -> None:
-    gw = _gateway(make_gateway, chat, native, ant)
     resp = _responses(gw, "chat-only", **extra)
     assert resp.status_code == 400, resp.text
     err = resp.json()["error"]
@@ -290,12 +295,9 @@ def test_a_forced_hosted_tool_is_refused_for_a_chat_only_alias(
 
 
 def test_refuse_setting_refuses_an_unforced_hosted_tool(
-    make_gateway: GatewayFactory,
+    gw: Gateway,
     chat: tuple[FakeUpstream, ServerThread],
-    native: tuple[OpenAIServer, ServerThread],
-    ant: tuple[AnthropicServer, ServerThread],
 ) -> None:
-    gw = _gateway(make_gateway, chat, native, ant)
     resp = _responses(gw, "chat-strict", tools=[WEB_SEARCH])
     assert resp.status_code == 400, resp.text
     err = resp.json()["error"]
@@ -329,12 +331,9 @@ def test_a_global_refuse_and_an_alias_that_drops(
 
 
 def test_server_tools_are_dropped_or_refused_for_a_chat_only_alias(
-    make_gateway: GatewayFactory,
+    gw: Gateway,
     chat: tuple[FakeUpstream, ServerThread],
-    native: tuple[OpenAIServer, ServerThread],
-    ant: tuple[AnthropicServer, ServerThread],
 ) -> None:
-    gw = _gateway(make_gateway, chat, native, ant)
     resp = _messages(gw, "chat-only", tools=[SERVER_SEARCH, WEATHER])
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-forebay-dropped-tools"] == "web_search"
@@ -361,12 +360,9 @@ def test_server_tools_are_dropped_or_refused_for_a_chat_only_alias(
 
 
 def test_hostile_hosted_tool_types_stay_out_of_headers(
-    make_gateway: GatewayFactory,
+    gw: Gateway,
     chat: tuple[FakeUpstream, ServerThread],
-    native: tuple[OpenAIServer, ServerThread],
-    ant: tuple[AnthropicServer, ServerThread],
 ) -> None:
-    gw = _gateway(make_gateway, chat, native, ant)
     tools = [{"type": "evil\r\nset-cookie: a=b"}, *({"type": f"t{i}" * 30} for i in range(500))]
     resp = _responses(gw, "chat-only", tools=tools)
     assert resp.status_code == 200, resp.text
