@@ -17,11 +17,8 @@ from forebay.protocols.canonical import (
     ToolCallPart,
     ToolResultPart,
 )
-from forebay.protocols.option_policy import thinking_budget
+from forebay.protocols.option_policy import anthropic_max_tokens, thinking_budget
 from forebay.protocols.values import split_data_url
-
-DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; Chat and Responses do not
-
 
 # ---------------------------------------------------------------- requests out
 
@@ -93,7 +90,7 @@ def _messages_out(req: GenRequest) -> list[dict[str, Any]]:
 def encode_request(req: GenRequest, model: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
-        "max_tokens": req.max_output_tokens or DEFAULT_MAX_TOKENS,
+        "max_tokens": anthropic_max_tokens(req),
         "messages": _messages_out(req),
     }
     if req.system:

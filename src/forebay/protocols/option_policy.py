@@ -20,6 +20,7 @@ from forebay.protocols.canonical import GenRequest
 
 DROPPED_HEADER = "x-forebay-dropped-params"
 MIN_THINKING_BUDGET = 1024  # Anthropic's least budget_tokens
+DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; Chat and Responses do not
 # Effort -> thinking tokens (the budgets Google's OpenAI-compatible endpoint uses).
 EFFORT_BUDGET = {"minimal": 1024, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 NO_EFFORT = "none"
@@ -41,6 +42,11 @@ def thinking_budget(effort: str, max_tokens: int | None) -> int | None:
     if max_tokens is not None and budget >= max_tokens:
         budget = max_tokens - 1
     return budget if budget >= MIN_THINKING_BUDGET else None
+
+
+def anthropic_max_tokens(req: GenRequest) -> int:
+    """The max_tokens a Messages upstream is sent (it requires one)."""
+    return req.max_output_tokens or DEFAULT_MAX_TOKENS
 
 
 def is_claude(model: str) -> bool:
@@ -67,8 +73,8 @@ def unmet(req: GenRequest, upstream: str, model: str) -> tuple[list[str], list[s
             known = r.effort in EFFORT_BUDGET
         elif upstream == "anthropic_messages" or is_claude(model):
             max_tokens = req.max_output_tokens
-            if upstream == "anthropic_messages" and max_tokens is None:
-                max_tokens = 4096  # anthropic_encode.DEFAULT_MAX_TOKENS
+            if upstream == "anthropic_messages":
+                max_tokens = anthropic_max_tokens(req)
             known = thinking_budget(r.effort, max_tokens) is not None
         else:
             known = upstream != "bedrock_converse"
