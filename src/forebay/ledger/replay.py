@@ -20,16 +20,15 @@ stay for the next start.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from forebay.ledger.commit import Committer, Row
+from forebay.ledger.owner_lock import LOCK_SUFFIX, claimed
 from forebay.ledger.records import DONE, event_row, read_records
-from forebay.ledger.spool import LOCK_SUFFIX, SEGMENT_SUFFIX, owner_of
+from forebay.ledger.spool import SEGMENT_SUFFIX, owner_of
 
 INTERRUPTED_STATUS = 499
 INTERRUPTED = "interrupted"
@@ -83,21 +82,8 @@ def _claimed(lock: Path | None) -> Iterator[bool]:
     if lock is None:
         yield True
         return
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:  # another process replayed it just now
-        yield False
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # alive, or being replayed by another process
-            yield False
-            return
-        # Replayed and removed by another process between our open and flock?
-        yield os.fstat(fd).st_nlink > 0
-    finally:
-        os.close(fd)
+    with claimed(lock) as mine:
+        yield mine
 
 
 def _replay(files: list[Path], committer: Committer, batch_size: int, result: Replayed) -> bool:

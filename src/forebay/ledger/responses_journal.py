@@ -6,8 +6,8 @@ The response store's rows are written by a batching writer (responses_store.py),
 so a queued row may not be in the database yet when the process dies; the
 journal holds the queued Response itself. Each process owns a directory
 `<data dir>/background/<owner>/` and an exclusive `flock` on
-`<owner>.lock` for as long as it lives (the kernel drops it however the
-process dies, as for the usage spool, ledger/spool.py). A background response
+`<owner>.lock` for as long as it lives (ledger/owner_lock.py, as for the
+usage spool). A background response
 gets a file there before its work starts, removed once its final state is
 committed. At start, `recover` takes over the directories of every owner whose
 lock it can take: their responses are written as failed ("interrupted"), but
@@ -17,7 +17,6 @@ only over rows still queued or in progress (one that did finish stays as it is).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -28,11 +27,11 @@ from pathlib import Path
 
 import orjson
 
+from forebay.ledger.owner_lock import LOCK_SUFFIX, claimed, hold, lock_path
 from forebay.ledger.responses_table import StoredResponse
 
 log = logging.getLogger("forebay.responses")
 
-LOCK_SUFFIX = ".lock"
 INTERRUPTED = {
     "code": "interrupted",
     "message": "The Forebay process running this background response stopped before it "
@@ -55,9 +54,7 @@ class Journal:
 
     def open(self) -> None:
         self._mine.mkdir(parents=True, exist_ok=True)
-        lock = self.directory / f"{self.owner}{LOCK_SUFFIX}"
-        self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._lock_fd = hold(self.directory, self.owner)
 
     def add(self, record: StoredResponse) -> None:
         """Written whole (a temporary file renamed) or not at all."""
@@ -78,7 +75,7 @@ class Journal:
         if not left:
             shutil.rmtree(self._mine, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
-                (self.directory / f"{self.owner}{LOCK_SUFFIX}").unlink()
+                lock_path(self.directory, self.owner).unlink()
         os.close(self._lock_fd)  # a dead owner from now on: the next start recovers it
         self._lock_fd = -1
 
@@ -92,16 +89,8 @@ def recover(directory: Path, write: Callable[[list[StoredResponse]], None]) -> i
     total = 0
     for lock in sorted(directory.glob(f"*{LOCK_SUFFIX}")):
         owner = lock.name.removesuffix(LOCK_SUFFIX)
-        try:
-            fd = os.open(lock, os.O_RDWR)
-        except FileNotFoundError:
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # alive, or being recovered by another process
-                continue
-            if not lock.exists():  # recovered and removed by another process meanwhile
+        with claimed(lock) as mine:
+            if not mine:  # alive, or recovered by another process
                 continue
             records = []
             for path in sorted((directory / owner).glob("*.json")):
@@ -118,6 +107,4 @@ def recover(directory: Path, write: Callable[[list[StoredResponse]], None]) -> i
             total += len(records)
             shutil.rmtree(directory / owner, ignore_errors=True)
             lock.unlink()  # while holding it
-        finally:
-            os.close(fd)
     return total

@@ -35,7 +35,6 @@ never replay each other's live spools.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import mmap
 import os
@@ -48,13 +47,13 @@ from pathlib import Path
 from typing import Any
 
 from forebay.ledger.events import UsageEvent
+from forebay.ledger.owner_lock import hold, lock_path
 from forebay.ledger.records import BEGUN, ROUTED, done_line, header_line, line
 
 log = logging.getLogger("forebay.ledger")
 
 NO_SEGMENT = -1  # a `done` record that is not in the spool (off, or the write failed)
 SEGMENT_SUFFIX = ".spool"
-LOCK_SUFFIX = ".lock"
 
 
 def segment_name(owner: str, seq: int) -> str:
@@ -127,9 +126,7 @@ class Spool:
     # -- owner side (the event loop) ----------------------------------------
     def open(self) -> Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
-        lock = self.directory / f"{self.owner}{LOCK_SUFFIX}"
-        self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._lock_fd = hold(self.directory, self.owner)
         self._segment = self._open_segment(self._seq, b"")
         self._base = self._segment.pos
         return self
@@ -186,7 +183,7 @@ class Spool:
             )
         else:
             with contextlib.suppress(FileNotFoundError):
-                (self.directory / f"{self.owner}{LOCK_SUFFIX}").unlink()
+                lock_path(self.directory, self.owner).unlink()
         os.close(self._lock_fd)  # releases the lock: a dead owner from now on
         self._lock_fd = -1
 
