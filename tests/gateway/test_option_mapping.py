@@ -200,3 +200,17 @@ def test_anthropic_maps_effort_and_drops_seed(gw: Gateway, fakes: Fakes) -> None
     sent = _last(fakes.anthropic.seen, "/v1/messages")
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 1024}
     assert "seed" not in sent
+
+
+def test_a_zero_max_tokens_gets_anthropics_default_and_the_header_agrees(
+    gw: Gateway, fakes: Fakes
+) -> None:
+    # max_tokens 0 is spec-valid for a Chat caller; Anthropic requires a positive
+    # one, so the upstream gets the default, and the effort fits under it: the
+    # header must not announce as dropped what the upstream was sent.
+    resp = _chat(gw, "claude", reasoning_effort="low", max_tokens=0)
+    assert resp.status_code == 200, resp.text
+    assert DROPPED not in resp.headers
+    sent = _last(fakes.anthropic.seen, "/v1/messages")
+    assert sent["max_tokens"] == 4096
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 1024}
